@@ -1,0 +1,1 @@
+"""kansoku's built-in plugins (installed as ``kansoku_plugins``); each subpackage is one plugin."""
