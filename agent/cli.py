@@ -145,7 +145,8 @@ def build_parser(with_plugins: bool) -> argparse.ArgumentParser:
         "-c", "--config", help=f"configuration file (default: $KANSOKU_CONFIG or {DEFAULT_CONFIG})"
     )
     parser.add_argument(
-        "--log-level", choices=("debug", "info", "warning", "error"),
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
         help="override [agent] log_level",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -155,7 +156,8 @@ def build_parser(with_plugins: bool) -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument(
-            "--demo", action="store_true",
+            "--demo",
+            action="store_true",
             help="use the built-in demo configuration (emulated devices, stdout sink)",
         )
         p.set_defaults(func=func)
@@ -163,7 +165,9 @@ def build_parser(with_plugins: bool) -> argparse.ArgumentParser:
     sub.add_parser("plugins", help="list installed plugins").set_defaults(func=cmd_plugins)
     spool = sub.add_parser("spool", help="inspect the sinks' spools and quarantines")
     spool.add_argument(
-        "action", nargs="?", default="status",
+        "action",
+        nargs="?",
+        default="status",
         choices=("status", "show-quarantine", "retry-quarantine", "drop-quarantine"),
     )
     spool.add_argument("--sink", help="only this sink (default: all)")
@@ -184,8 +188,9 @@ def _add_plugin_commands(sub: argparse._SubParsersAction) -> None:  # type: igno
             key = " ".join(path[: depth + 1])
             if key not in groups:
                 group = parent.add_parser(word, help=f"{word} commands")
-                groups[key] = group.add_subparsers(dest=f"sub{depth}", metavar="COMMAND",
-                                                   required=True)
+                groups[key] = group.add_subparsers(
+                    dest=f"sub{depth}", metavar="COMMAND", required=True
+                )
             parent = groups[key]
         leaf = parent.add_parser(path[-1], help=spec.help, description=spec.help)
         spec.configure(leaf)

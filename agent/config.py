@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from kansoku import options as opt
 from kansoku.errors import ConfigError
-from kansoku.types import REQUIRED, Option
+from kansoku.types import Option
 
 if TYPE_CHECKING:
     from kansoku.plugins import Registry
@@ -143,9 +143,7 @@ def _substitute(path: Path, section: str, key: str, raw: str) -> str:
         name, default = match.group(1), match.group(2)
         value = os.environ.get(name, default)
         if value is None:
-            raise ConfigError(
-                f"{path}: [{section}] {key}: environment variable {name} is not set"
-            )
+            raise ConfigError(f"{path}: [{section}] {key}: environment variable {name} is not set")
         return value
 
     return _ENV.sub(replace, raw)

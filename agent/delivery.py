@@ -96,9 +96,12 @@ class SinkWorker:
                 self._unaccepted_logged.add((metric.measurement, name))
                 log.info(
                     "sink %s takes no %s fields; %s.%s is not sent to it",
-                    self.name, type(value).__name__, metric.measurement, name,
+                    self.name,
+                    type(value).__name__,
+                    metric.measurement,
+                    name,
                 )
-        return Metric(metric.measurement, fields, metric.tags, metric.time_ns)
+        return Metric(metric.measurement, fields, metric.tags, metric.time_ns, metric.source)
 
     def close(self) -> None:
         """Close the sink and its spool."""
@@ -161,7 +164,11 @@ class SinkWorker:
             log.error(
                 "sink %s refused %d of %d points for good, moved to quarantine "
                 "(agent spool show-quarantine --sink %s): %s",
-                self.name, len(bad), len(batch), self.name, exc,
+                self.name,
+                len(bad),
+                len(batch),
+                self.name,
+                exc,
             )
             return True
         except RetryLater as exc:
@@ -180,7 +187,9 @@ class SinkWorker:
         if self.stats.consecutive_failures:
             log.info(
                 "sink %s delivers again after %d failed attempts; %d points waiting",
-                self.name, self.stats.consecutive_failures, self.spool.depth(),
+                self.name,
+                self.stats.consecutive_failures,
+                self.spool.depth(),
             )
         self.stats.consecutive_failures = 0
         self._backoff_until = 0.0
@@ -198,7 +207,10 @@ class SinkWorker:
         log.log(
             logging.ERROR if first else logging.DEBUG,
             "sink %s could not deliver (%s); %d points kept in the spool, retry in %.0fs",
-            self.name, message, self.spool.depth(), delay,
+            self.name,
+            message,
+            self.spool.depth(),
+            delay,
             exc_info=traceback and first,
         )
         self._wake.clear()

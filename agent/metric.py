@@ -17,6 +17,9 @@ class Metric:
     fields: dict[str, Any]
     tags: dict[str, str] = field(default_factory=dict)
     time_ns: int = field(default_factory=time.time_ns)
+    #: the source instance that collected it (``smartmeter``, ``memcached.web``; ``agent`` for
+    #: self-metrics); set by the core, kept in the spool, not written to sinks as a tag
+    source: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape used by the stdout sink and the spool."""
@@ -30,4 +33,10 @@ class Metric:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Metric:
         """Inverse of :meth:`to_dict`."""
-        return cls(data["measurement"], dict(data["fields"]), dict(data["tags"]), int(data["time"]))
+        return cls(
+            data["measurement"],
+            dict(data["fields"]),
+            dict(data["tags"]),
+            int(data["time"]),
+            data.get("source", ""),
+        )

@@ -30,24 +30,28 @@ log = logging.getLogger("kansoku.agent")
 
 _COUNTER = {"kind": "counter"}
 AGENT_SCHEMA = {
-    "agent": MeasurementSchema({
-        "collections": FieldSpec(int, **_COUNTER, description="collections that finished"),
-        "errors": FieldSpec(int, **_COUNTER, description="collections that failed"),
-        "timeouts": FieldSpec(int, **_COUNTER, description="collections over their timeout"),
-        "skipped": FieldSpec(int, **_COUNTER, description="runs skipped: previous still busy"),
-        "points": FieldSpec(int, **_COUNTER, description="points collected"),
-        "rejected_values": FieldSpec(int, **_COUNTER, description="values failing coercion"),
-        "collect_seconds": FieldSpec(float, "s", description="duration of the last collection"),
-        "written": FieldSpec(int, **_COUNTER, description="points delivered"),
-        "failed_writes": FieldSpec(int, **_COUNTER, description="write attempts that failed"),
-        "quarantined": FieldSpec(int, **_COUNTER, description="points refused for good"),
-        "dropped": FieldSpec(int, **_COUNTER, description="points dropped by spool bounds"),
-        "spool_depth": FieldSpec(int, "points", description="points waiting for delivery"),
-        "quarantine_depth": FieldSpec(int, "points", description="points in quarantine"),
-    }),
-    "agent_rejected": MeasurementSchema({
-        "count": FieldSpec(int, **_COUNTER, description="values of this field rejected"),
-    }),
+    "agent": MeasurementSchema(
+        {
+            "collections": FieldSpec(int, **_COUNTER, description="collections that finished"),
+            "errors": FieldSpec(int, **_COUNTER, description="collections that failed"),
+            "timeouts": FieldSpec(int, **_COUNTER, description="collections over their timeout"),
+            "skipped": FieldSpec(int, **_COUNTER, description="runs skipped: previous still busy"),
+            "points": FieldSpec(int, **_COUNTER, description="points collected"),
+            "rejected_values": FieldSpec(int, **_COUNTER, description="values failing coercion"),
+            "collect_seconds": FieldSpec(float, "s", description="duration of the last collection"),
+            "written": FieldSpec(int, **_COUNTER, description="points delivered"),
+            "failed_writes": FieldSpec(int, **_COUNTER, description="write attempts that failed"),
+            "quarantined": FieldSpec(int, **_COUNTER, description="points refused for good"),
+            "dropped": FieldSpec(int, **_COUNTER, description="points dropped by spool bounds"),
+            "spool_depth": FieldSpec(int, "points", description="points waiting for delivery"),
+            "quarantine_depth": FieldSpec(int, "points", description="points in quarantine"),
+        }
+    ),
+    "agent_rejected": MeasurementSchema(
+        {
+            "count": FieldSpec(int, **_COUNTER, description="values of this field rejected"),
+        }
+    ),
 }
 
 
@@ -120,7 +124,9 @@ class SourceRunner:
             self.stats.last_error = f"no answer within {self.timeout:g}s"
             log.error(
                 "source %s has not finished collecting after %gs (timeout); it keeps its "
-                "thread, and no other source waits for it", self.name, self.timeout,
+                "thread, and no other source waits for it",
+                self.name,
+                self.timeout,
             )
             return False
 
@@ -149,7 +155,10 @@ class SourceRunner:
         self.stats.last_error = message
         log.log(
             logging.ERROR if first else logging.DEBUG,
-            "source %s could not collect: %s", self.name, message, exc_info=traceback and first,
+            "source %s could not collect: %s",
+            self.name,
+            message,
+            exc_info=traceback and first,
         )
         return False
 
@@ -227,8 +236,11 @@ class Agent:
         for runner in self.sources:
             s = runner.stats
             fields: dict[str, Any] = {
-                "collections": s.collections, "errors": s.errors, "timeouts": s.timeouts,
-                "skipped": s.skipped, "points": s.points,
+                "collections": s.collections,
+                "errors": s.errors,
+                "timeouts": s.timeouts,
+                "skipped": s.skipped,
+                "points": s.points,
                 "rejected_values": sum(runner.validator.rejected.values()),
                 "collect_seconds": s.collect_seconds,
             }
@@ -239,8 +251,10 @@ class Agent:
         for worker in self.sinks:
             w = worker.stats
             fields = {
-                "written": w.written, "failed_writes": w.failed_writes,
-                "quarantined": w.quarantined, "dropped": worker.spool.dropped,
+                "written": w.written,
+                "failed_writes": w.failed_writes,
+                "quarantined": w.quarantined,
+                "dropped": worker.spool.dropped,
                 "spool_depth": worker.spool.depth(),
                 "quarantine_depth": worker.spool.quarantine_depth(),
             }
@@ -290,13 +304,18 @@ class Agent:
         if self.config.agent.self_metrics:
             interval = self.config.agent.self_metrics_interval
             scheduler.add_job(
-                self.report_self, IntervalTrigger(seconds=interval), id="self-metrics",
-                next_run_time=_utcnow(interval), misfire_grace_time=max(1, int(interval)),
+                self.report_self,
+                IntervalTrigger(seconds=interval),
+                id="self-metrics",
+                next_run_time=_utcnow(interval),
+                misfire_grace_time=max(1, int(interval)),
             )
         scheduler.start()
         log.info(
             "agent running: %d sources, %d sinks, state in %s",
-            len(self.sources), len(self.sinks), self.state_dir,
+            len(self.sources),
+            len(self.sinks),
+            self.state_dir,
         )
         stop.wait()
         log.info("stopping: flushing sinks (at most %gs)", self.config.agent.shutdown_timeout)
@@ -346,7 +365,8 @@ class Agent:
                 if not worker.stop(remaining):
                     log.warning(
                         "sink %s: %d points stay in the spool for the next start",
-                        worker.name, worker.spool.depth(),
+                        worker.name,
+                        worker.spool.depth(),
                     )
             worker.close()
         self.registry.pm.hook.kansoku_shutdown(agent=self)

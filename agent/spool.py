@@ -49,7 +49,9 @@ class Quarantined:
 
 def encode(metric: Metric) -> str:
     """The spool's text form of a metric (JSON keeps ints, floats and bools apart)."""
-    return json.dumps(metric.to_dict(), separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(
+        {**metric.to_dict(), "source": metric.source}, separators=(",", ":"), ensure_ascii=False
+    )
 
 
 def decode(body: str) -> Metric:
@@ -151,8 +153,8 @@ class Spool:
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
             moved = self._db.execute(
-                "INSERT INTO points (enqueued, body) "
-                "SELECT ?, body FROM quarantine ORDER BY id", (time.time(),)
+                "INSERT INTO points (enqueued, body) SELECT ?, body FROM quarantine ORDER BY id",
+                (time.time(),),
             ).rowcount
             self._db.execute("DELETE FROM quarantine")
             self._bytes, self._depth = self._db.execute(
@@ -212,5 +214,8 @@ class Spool:
         self.dropped += removed
         log.warning(
             "spool %s dropped its %d oldest points: %s (%d dropped since start)",
-            self.name, removed, why, self.dropped,
+            self.name,
+            removed,
+            why,
+            self.dropped,
         )

@@ -86,9 +86,15 @@ class Validator:
                 try:
                     fields[name] = coerce(value, field_type)
                 except CoercionError as exc:
-                    self._reject(metric.measurement, name, value, f"{exc} ({field_type.__name__} field)")
+                    self._reject(
+                        metric.measurement, name, value, f"{exc} ({field_type.__name__} field)"
+                    )
             if fields:
-                out.append(Metric(metric.measurement, fields, dict(metric.tags), metric.time_ns))
+                out.append(
+                    Metric(
+                        metric.measurement, fields, dict(metric.tags), metric.time_ns, self.source
+                    )
+                )
         return out
 
     def _type_of(self, measurement: str, name: str, value: object) -> type | None:
@@ -115,5 +121,9 @@ class Validator:
         log.log(
             level,
             "source %s rejected %s.%s = %r: %s (counted in agent.rejected_values)",
-            self.source, measurement, name, value, reason,
+            self.source,
+            measurement,
+            name,
+            value,
+            reason,
         )

@@ -36,13 +36,18 @@ def write_config(tmp_path: Path):
     return write
 
 
-def run_agent(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
-              **kw) -> subprocess.CompletedProcess[str]:
+def run_agent(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120, **kw
+) -> subprocess.CompletedProcess[str]:
     """Run the installed ``agent`` CLI in a subprocess (the console script's module)."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "kansoku.cli", *args],
-        capture_output=True, text=True, timeout=timeout, env=full_env, **kw,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        **kw,
     )
 
 

@@ -45,7 +45,9 @@ def kansoku_register_sinks() -> Iterable[SinkSpec]:
             factory=StdoutSink,
             description="print points as JSON lines or InfluxDB line protocol",
             options=[
-                Option("format", choice("json", "line"), "json", "json (one object per line) or line"),
+                Option(
+                    "format", choice("json", "line"), "json", "json (one object per line) or line"
+                ),
             ],
             default_batch_size=100,
         )

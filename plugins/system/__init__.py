@@ -11,14 +11,16 @@ from typing import Any
 from kansoku import FieldSpec, MeasurementSchema, Metric, PluginContext, SourceSpec, hookimpl
 
 SCHEMA = {
-    "system": MeasurementSchema({
-        "load1": FieldSpec(float, description="1-minute load average"),
-        "load5": FieldSpec(float, description="5-minute load average"),
-        "load15": FieldSpec(float, description="15-minute load average"),
-        "uptime_s": FieldSpec(int, "s", "counter", "seconds since boot"),
-        "mem_total_bytes": FieldSpec(int, "bytes", description="MemTotal"),
-        "mem_available_bytes": FieldSpec(int, "bytes", description="MemAvailable"),
-    }),
+    "system": MeasurementSchema(
+        {
+            "load1": FieldSpec(float, description="1-minute load average"),
+            "load5": FieldSpec(float, description="5-minute load average"),
+            "load15": FieldSpec(float, description="15-minute load average"),
+            "uptime_s": FieldSpec(int, "s", "counter", "seconds since boot"),
+            "mem_total_bytes": FieldSpec(int, "bytes", description="MemTotal"),
+            "mem_available_bytes": FieldSpec(int, "bytes", description="MemAvailable"),
+        }
+    ),
 }
 MEMINFO_FIELDS = {"MemTotal": "mem_total_bytes", "MemAvailable": "mem_available_bytes"}
 
