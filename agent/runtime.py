@@ -143,6 +143,9 @@ class SourceRunner:
         for metric in typed:
             metric.tags = {**self.tags, **metric.tags}
         self.agent.publish(typed)
+        acknowledge = getattr(self.source, "acknowledge", None)
+        if acknowledge is not None:  # the points are in every sink's spool now
+            acknowledge()
         self.stats.collections += 1
         self.stats.points += len(typed)
         self.stats.last_success = time.time()

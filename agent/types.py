@@ -55,7 +55,9 @@ class Source(Protocol):
 
     ``collect`` returns the metrics seen since the last call (raw values are fine; the core
     coerces them against ``schema``). Listening sources also have ``start`` (begin listening
-    in the background) and the core calls ``close`` when it stops.
+    in the background) and the core calls ``close`` when it stops. A source whose input must be
+    confirmed (a redis stream consumer group) may have ``acknowledge()``: the core calls it once
+    the points of the last ``collect`` are on disk in every sink's spool.
     """
 
     schema: Schema
