@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata
 from types import ModuleType
@@ -40,7 +41,11 @@ class PluginInfo:
 class Registry:
     """Loads plugins and keeps their specs by kind and name; duplicate names are errors."""
 
-    def __init__(self, load_entrypoints: bool = True) -> None:
+    def __init__(
+        self, load_entrypoints: bool = True, extra_plugins: Iterable[tuple[str, object]] = ()
+    ) -> None:
+        """Load built-ins, entry points (unless disabled) and ``extra_plugins`` (name, plugin):
+        plugins handed over directly by a program that embeds the agent, or by a test."""
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self._origin: dict[int, tuple[str, str]] = {}
@@ -48,6 +53,8 @@ class Registry:
         self._register_builtins(blocked - {""})
         if load_entrypoints and os.environ.get("KANSOKU_NO_ENTRYPOINTS") != "1":
             self._register_entrypoints(blocked - {""})
+        for name, plugin in extra_plugins:
+            self._register(plugin, name, "(given directly)", "")
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
@@ -56,8 +63,8 @@ class Registry:
         self.sinks: dict[str, SinkSpec] = {}
         self.commands: dict[tuple[str, ...], CommandSpec] = {}
         self.infos: list[PluginInfo] = []
-        self._collect("source", self.pm.hook.kansoku_register_sources, self.sources)
-        self._collect("sink", self.pm.hook.kansoku_register_sinks, self.sinks)
+        self._collect("source", SourceSpec, self.pm.hook.kansoku_register_sources, self.sources)
+        self._collect("sink", SinkSpec, self.pm.hook.kansoku_register_sinks, self.sinks)
         self._collect_commands()
 
     def _register_builtins(self, blocked: set[str]) -> None:
@@ -95,12 +102,13 @@ class Registry:
         dist, version = self._origin.get(id(plugin), ("unknown distribution", "?"))
         return f"plugin {self.pm.get_name(plugin)!r} from {dist} {version}"
 
-    def _collect(self, kind: str, hook: pluggy.HookCaller, into: dict[str, Any]) -> None:
+    def _collect(
+        self, kind: str, expected: type, hook: pluggy.HookCaller, into: dict[str, Any]
+    ) -> None:
         owners: dict[str, str] = {}
         for impl in hook.get_hookimpls():
-            specs = impl.function() or ()
             where = self._describe(impl.plugin)
-            for spec in specs:
+            for spec in self._results(impl, where, kind, expected):
                 if spec.name in into:
                     raise PluginError(
                         f"two plugins register a {kind} named {spec.name!r}: "
@@ -114,13 +122,28 @@ class Registry:
                     PluginInfo(kind, spec.name, spec.description, dist, version, impl.plugin_name)
                 )
 
+    @staticmethod
+    def _results(impl: pluggy.HookImpl, where: str, kind: str, expected: type) -> list[Any]:
+        try:
+            specs = list(impl.function() or ())
+        except Exception as exc:
+            raise PluginError(f"{where} failed to register its {kind}s: {exc}") from exc
+        for spec in specs:
+            if not isinstance(spec, expected):
+                raise PluginError(
+                    f"{where} returned {type(spec).__name__} from {impl.function.__name__}, "
+                    f"expected {expected.__name__}"
+                )
+        return specs
+
     def _collect_commands(self) -> None:
         for impl in self.pm.hook.kansoku_register_commands.get_hookimpls():
-            for spec in impl.function() or ():
+            where = self._describe(impl.plugin)
+            for spec in self._results(impl, where, "command", CommandSpec):
                 if spec.path in self.commands:
                     raise PluginError(
                         f"two plugins register the command 'agent {' '.join(spec.path)}'; "
-                        f"the second is {self._describe(impl.plugin)}"
+                        f"the second is {where}"
                     )
                 self.commands[spec.path] = spec
 
