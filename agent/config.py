@@ -10,6 +10,7 @@ is replaced by that environment variable, so secrets can stay out of the file.
 
 from __future__ import annotations
 
+import ast
 import configparser
 import logging
 import os
@@ -133,9 +134,18 @@ def _parser_message(exc: configparser.Error) -> str:
     if isinstance(exc, configparser.MissingSectionHeaderError):
         return f"line {exc.lineno}: a key before the first [section]: {exc.line.strip()!r}"
     if isinstance(exc, configparser.ParsingError):
-        lines = ", ".join(f"line {n}: {text.strip()!r}" for n, text in exc.errors)
+        lines = ", ".join(f"line {n}: {_unrepr(text).strip()!r}" for n, text in exc.errors)
         return f"cannot parse {lines} (expected key = value)"
     return str(exc).splitlines()[0]
+
+
+def _unrepr(text: str) -> str:
+    """configparser reports bad lines as their repr; give back the line itself."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+    return value if isinstance(value, str) else text
 
 
 def _substitute(path: Path, section: str, key: str, raw: str) -> str:

@@ -186,6 +186,7 @@ class Agent:
         self.sinks = [self._build_sink(section) for section in config.sinks]
         self.sources = [self._build_source(section) for section in config.sources]
         self._self_validator = Validator("agent", AGENT_SCHEMA, self.pins)
+        self.closed = False
 
     def _context(self, kind: str, section: SectionConfig) -> PluginContext:
         folder = self.state_dir / f"{kind}s" / section.id
@@ -359,6 +360,7 @@ class Agent:
 
     def close(self, flush: bool = True) -> None:
         """Flush sinks within the shutdown timeout, close everything, tell the plugins."""
+        self.closed = True
         deadline = time.monotonic() + self.config.agent.shutdown_timeout
         for runner in self.sources:
             runner.close()

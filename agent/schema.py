@@ -22,6 +22,7 @@ import math
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Literal
 
 from kansoku.metric import FieldValue
@@ -75,6 +76,8 @@ Schema = Mapping[str, MeasurementSchema]
 
 def coerce(value: Any, to: type) -> FieldValue:
     """Return ``value`` as ``to`` (int, float, bool or str) or raise :class:`CoercionError`."""
+    if isinstance(value, Decimal):
+        value = str(value)
     if to is float:
         return _to_float(value)
     if to is int:
