@@ -278,7 +278,7 @@ class Spool:
         cutoff = now - self.max_age
         while True:
             head = self._db.execute(
-                "SELECT id, enqueued FROM points ORDER BY id LIMIT ?", (1,)
+                "SELECT id, enqueued FROM points ORDER BY id LIMIT 1"
             ).fetchone()
             if head is None or head[1] >= cutoff:
                 break
