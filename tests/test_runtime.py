@@ -63,6 +63,34 @@ class FailingSource(StringSource):
         raise SourceError("the device is unplugged: check the cable")
 
 
+class ListeningSource(StringSource):
+    """Hears 'events' from a background thread, like a BLE scanner."""
+
+    def __init__(self, options, context) -> None:
+        super().__init__(options, context)
+        self.heard: list[Metric] = []
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+
+    def start(self) -> None:
+        threading.Thread(target=self._listen, daemon=True).start()
+
+    def _listen(self) -> None:
+        count = 0
+        while not self.stop.wait(0.05):
+            count += 1
+            with self.lock:
+                self.heard.append(Metric("sensor", {"humidity": str(count)}))
+
+    def collect(self) -> Iterable[Metric]:
+        with self.lock:
+            heard, self.heard = self.heard, []
+        return heard[-1:]  # the latest reading of the interval
+
+    def close(self) -> None:
+        self.stop.set()
+
+
 class ListSink:
     def __init__(self, options, context) -> None:
         pass
@@ -85,6 +113,7 @@ class TestPlugin:
             SourceSpec("stats", StatsSource, options=values),
             SourceSpec("hanging", HangingSource, options=values),
             SourceSpec("failing", FailingSource, options=values),
+            SourceSpec("listening", ListeningSource, options=values, mode="listen"),
         ]
 
     @hookimpl
@@ -257,3 +286,17 @@ def test_self_metrics_use_the_pipeline(build) -> None:
     assert by_name["list"].fields["written"] == 1
     assert by_name["list"].fields["spool_depth"] == 0
     assert all(m.source == "agent" for m in RECEIVED)
+
+
+def test_once_listens_for_the_window_then_hands_over(build) -> None:
+    agent = build("""
+        [source.listening]
+        window = 0.5s
+        [sink.list]
+    """)
+    started = time.monotonic()
+    assert agent.once() == []
+    assert time.monotonic() - started >= 0.5
+    assert len(RECEIVED) == 1
+    assert RECEIVED[0].fields["humidity"] >= 5  # about ten events heard in the window
+    assert type(RECEIVED[0].fields["humidity"]) is int
