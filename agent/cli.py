@@ -17,12 +17,17 @@ import threading
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kansoku import __version__
 from kansoku.errors import KansokuError
 
+if TYPE_CHECKING:
+    from kansoku.config import Config
+    from kansoku.plugins import Registry
+
 DEFAULT_CONFIG = Path("/etc/kansoku/agent.ini")
-CORE_COMMANDS = ("run", "once", "check", "plugins", "spool")
+CORE_COMMANDS = ("run", "once", "check", "plugins", "spool", "status")
 OPTIONS_WITH_VALUE = ("-c", "--config", "--log-level")
 log = logging.getLogger("kansoku")
 
@@ -40,11 +45,13 @@ def setup_logging(level: str) -> None:
     )
 
 
-def _load(args: argparse.Namespace, demo_dir: Path | None = None):  # noqa: ANN202
+def _load(
+    args: argparse.Namespace, demo_dir: Path | None = None, registry: Registry | None = None
+) -> tuple[Config, Registry]:
     from kansoku import config as config_module
     from kansoku.plugins import Registry
 
-    registry = Registry()
+    registry = registry or Registry()
     if getattr(args, "demo", False):
         with resources.as_file(resources.files("kansoku") / "demo.ini") as demo_ini:
             cfg = config_module.load(demo_ini, registry)
@@ -71,11 +78,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         def on_signal(signum: int, _frame: object) -> None:
             log.info("received %s", signal.Signals(signum).name)
+            if signum == signal.SIGHUP:
+                agent.reload_requested.set()
             stop.set()
 
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
-        agent.run(stop)
+        def reload_config() -> Config:
+            return _load(args, Path(demo_dir), registry)[0]
+
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, on_signal)
+        agent.run(stop, reload=reload_config)
     return 0
 
 
@@ -128,6 +140,20 @@ def cmd_spool(args: argparse.Namespace) -> int:
     return spool_command(settings.state_dir / "spool", args.action, args.sink, args.limit)
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print what the running agent is doing, or the last state it wrote."""
+    from kansoku import status
+    from kansoku.config import read_agent_settings
+
+    state_dir = read_agent_settings(_config_path(args)).state_dir
+    last = status.read(state_dir)
+    if last is None:
+        print(f"agent status: no status in {state_dir}: the agent has not run with this config")
+        return 1
+    sys.stdout.write(status.render(last))
+    return 0
+
+
 def _print_table(rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
@@ -173,6 +199,9 @@ def build_parser(with_plugins: bool) -> argparse.ArgumentParser:
     spool.add_argument("--sink", help="only this sink (default: all)")
     spool.add_argument("--limit", type=int, default=50, help="show-quarantine: at most N points")
     spool.set_defaults(func=cmd_spool)
+    sub.add_parser(
+        "status", help="what the agent is doing (or did last): sources, sinks, devices"
+    ).set_defaults(func=cmd_status)
     if with_plugins:
         _add_plugin_commands(sub)
     return parser

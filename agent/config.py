@@ -40,6 +40,8 @@ AGENT_OPTIONS = (
     Option("self_metrics", opt.boolean, True, "report the agent's own metrics (measurement agent)"),
     Option("self_metrics_interval", opt.duration, 60.0, "how often the agent reports on itself"),
     Option("shutdown_timeout", opt.duration, 10.0, "how long the final flush may take"),
+    Option("health_listen", opt.host_port, None, "HOST:PORT of the health endpoint (off)"),
+    Option("health_staleness", opt.number, 3.0, "intervals without success before unhealthy"),
 )
 SOURCE_OPTIONS = (
     Option("enabled", opt.boolean, True, "set to false to keep the section but not run it"),
@@ -71,6 +73,8 @@ class AgentSettings:
     self_metrics: bool = True
     self_metrics_interval: float = 60.0
     shutdown_timeout: float = 10.0
+    health_listen: tuple[str, int] | None = None
+    health_staleness: float = 3.0
 
 
 @dataclass

@@ -110,6 +110,14 @@ def tag_map(text: str) -> dict[str, str]:
     return tags
 
 
+def host_port(text: str) -> tuple[str, int]:
+    """``127.0.0.1:8095`` or ``[::1]:8095`` -> (host, port)."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
 def choice(*allowed: str) -> Callable[[str], str]:
     """A parser that accepts one of ``allowed`` words."""
 

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from kansoku import sdnotify, status
 from kansoku.config import Config, SectionConfig
 from kansoku.delivery import SinkWorker
 from kansoku.errors import KansokuError
+from kansoku.health import HealthServer, problems_of
 from kansoku.metric import Metric
 from kansoku.plugins import Registry
 from kansoku.schema import FieldSpec, MeasurementSchema
@@ -27,6 +30,8 @@ from kansoku.types import PluginContext, Source, SourceSpec
 from kansoku.validation import TypePins, Validator
 
 log = logging.getLogger("kansoku.agent")
+
+STATUS_INTERVAL = 10.0
 
 _COUNTER = {"kind": "counter"}
 AGENT_SCHEMA = {
@@ -81,6 +86,7 @@ class SourceRunner:
         agent: Agent,
     ) -> None:
         self.name = section.id
+        self.section = section
         self.spec = spec
         self.source = source
         self.validator = validator
@@ -90,12 +96,32 @@ class SourceRunner:
         self.jitter: float = common["jitter"]
         self.timeout: float = common["timeout"] or self.interval
         self.window: float = common["window"] or min(self.interval, 30.0)
-        self.tags = {**agent.config.agent.tags, **common["tags"]}
-        if section.instance:
-            self.tags["instance"] = section.instance
+        self.tags = self.tags_with(agent.config.agent.tags)
         self.stats = SourceStats()
         self._executor = concurrent.futures.ThreadPoolExecutor(1, f"source-{self.name}")
         self._busy: concurrent.futures.Future[bool] | None = None
+
+    def tags_with(self, global_tags: dict[str, str]) -> dict[str, str]:
+        """Tags for this source's points: global, then the section's, then the instance."""
+        tags = {**global_tags, **self.section.common["tags"]}
+        if self.section.instance:
+            tags["instance"] = self.section.instance
+        return tags
+
+    def status(self) -> dict[str, Any]:
+        """What ``agent status`` shows about this source."""
+        s = self.stats
+        device = getattr(self.source, "status", None)
+        return {
+            "plugin": self.spec.name,
+            "interval": self.interval,
+            "last_success": s.last_success,
+            "last_error": s.last_error,
+            "collect_seconds": s.collect_seconds,
+            "collections": s.collections,
+            "errors": s.errors + s.timeouts,
+            "device": device() if device is not None else None,
+        }
 
     @property
     def listening(self) -> bool:
@@ -183,9 +209,13 @@ class Agent:
         self.state_dir = config.agent.state_dir
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.pins = TypePins(self.state_dir / "types.json")
+        self.started = time.time()
+        self._sinks_lock = threading.RLock()
+        self._sink_sections: dict[str, SectionConfig] = {}
         self.sinks = [self._build_sink(section) for section in config.sinks]
         self.sources = [self._build_source(section) for section in config.sources]
         self._self_validator = Validator("agent", AGENT_SCHEMA, self.pins)
+        self.reload_requested = threading.Event()
         self.closed = False
 
     def _context(self, kind: str, section: SectionConfig) -> PluginContext:
@@ -206,6 +236,7 @@ class Agent:
     def _build_sink(self, section: SectionConfig) -> SinkWorker:
         spec = self.registry.sink(section.plugin)
         sink = spec.factory(section.options, self._context("sink", section))
+        self._sink_sections[section.id] = section
         common = section.common
         spool = Spool(
             self.state_dir / "spool" / f"{section.id}.sqlite",
@@ -230,8 +261,9 @@ class Agent:
         batch = list(metrics)
         if not batch:
             return
-        for worker in self.sinks:
-            worker.offer(batch)
+        with self._sinks_lock:
+            for worker in self.sinks:
+                worker.offer(batch)
 
     def self_metrics(self) -> list[Metric]:
         """The agent's own counters as metrics (measurements ``agent`` and ``agent_rejected``)."""
@@ -279,54 +311,192 @@ class Agent:
             runner.start()
         self.registry.pm.hook.kansoku_startup(agent=self)
 
-    def run(self, stop: threading.Event) -> None:
-        """Collect on schedule until ``stop`` is set, then flush and close."""
+    def run(self, stop: threading.Event, reload: Callable[[], Config] | None = None) -> None:
+        """Collect on schedule until ``stop`` is set, then flush and close.
+
+        Setting :attr:`reload_requested` (SIGHUP) and ``stop`` together makes the agent call
+        ``reload`` for a new config and apply it without a restart.
+        """
         from apscheduler.executors.pool import ThreadPoolExecutor
         from apscheduler.schedulers.background import BackgroundScheduler
-        from apscheduler.triggers.interval import IntervalTrigger
 
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
-        scheduler = BackgroundScheduler(
+        self._scheduler = BackgroundScheduler(
             timezone="UTC",
-            executors={"default": ThreadPoolExecutor(len(self.sources) + 2)},
+            executors={"default": ThreadPoolExecutor(len(self.sources) + 4)},
             job_defaults={"coalesce": True, "max_instances": 1},
         )
         self.start()
-        now = _utcnow()
         for runner in self.sources:
-            first = now
-            if runner.listening:  # let it hear a first window before handing over
-                first = _utcnow(runner.interval)
-            scheduler.add_job(
-                runner.run_once,
-                IntervalTrigger(seconds=runner.interval, jitter=runner.jitter or None),
-                id=f"source:{runner.name}",
-                name=f"source {runner.name}",
-                next_run_time=first,
-                misfire_grace_time=max(1, int(runner.interval)),
-            )
-        if self.config.agent.self_metrics:
-            interval = self.config.agent.self_metrics_interval
-            scheduler.add_job(
-                self.report_self,
-                IntervalTrigger(seconds=interval),
-                id="self-metrics",
-                next_run_time=_utcnow(interval),
-                misfire_grace_time=max(1, int(interval)),
-            )
-        scheduler.start()
+            self._schedule(runner)
+        self._schedule_housekeeping()
+        self._scheduler.start()
+        health = self._start_health()
         log.info(
             "agent running: %d sources, %d sinks, state in %s",
             len(self.sources),
             len(self.sinks),
             self.state_dir,
         )
-        stop.wait()
+        sdnotify.ready(f"collecting from {len(self.sources)} sources")
+        while True:
+            stop.wait()
+            if not self.reload_requested.is_set() or reload is None:
+                break
+            self.reload_requested.clear()
+            stop.clear()
+            self._reload(reload)
+        sdnotify.stopping()
         log.info("stopping: flushing sinks (at most %gs)", self.config.agent.shutdown_timeout)
-        scheduler.shutdown(wait=False)
+        self._scheduler.shutdown(wait=False)
+        if health is not None:
+            health.stop()
         if self.config.agent.self_metrics:
             self.report_self()
         self.close()
+
+    def _schedule(self, runner: SourceRunner) -> None:
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        first = _utcnow(runner.interval if runner.listening else 0.0)
+        self._scheduler.add_job(
+            runner.run_once,
+            IntervalTrigger(seconds=runner.interval, jitter=runner.jitter or None),
+            id=f"source:{runner.name}",
+            name=f"source {runner.name}",
+            next_run_time=first,
+            misfire_grace_time=max(1, int(runner.interval)),
+        )
+
+    def _schedule_housekeeping(self) -> None:
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        jobs: list[tuple[str, Callable[[], object], float]] = [
+            ("status", self.write_status, STATUS_INTERVAL)
+        ]
+        if self.config.agent.self_metrics:
+            jobs.append(("self-metrics", self.report_self, self.config.agent.self_metrics_interval))
+        period = sdnotify.watchdog_period()
+        if period is not None:  # pinged from the scheduler: proves the scheduler still runs
+            jobs.append(("watchdog", sdnotify.watchdog, period))
+        for name, func, interval in jobs:
+            self._scheduler.add_job(
+                func,
+                IntervalTrigger(seconds=interval),
+                id=name,
+                replace_existing=True,
+                next_run_time=_utcnow(0.0 if name != "self-metrics" else interval),
+                misfire_grace_time=max(1, int(interval)),
+            )
+
+    def _start_health(self) -> HealthServer | None:
+        listen = self.config.agent.health_listen
+        if listen is None:
+            return None
+        staleness = self.config.agent.health_staleness
+        server = HealthServer(*listen, check=lambda: problems_of(self, staleness))
+        server.start()
+        return server
+
+    def _reload(self, load_config: Callable[[], Config]) -> None:
+        sdnotify.reloading()
+        try:
+            new = load_config()
+        except KansokuError as exc:
+            log.error("reload failed, the running configuration stays: %s", exc)
+            sdnotify.ready("reload failed; running the previous configuration")
+            return
+        if new.agent.state_dir != self.state_dir:
+            log.warning("state_dir changed: that takes a restart; the old one stays in use")
+            new.agent.state_dir = self.state_dir
+        old_agent = self.config.agent
+        self.config = new
+        if new.agent.log_level != old_agent.log_level:
+            logging.getLogger().setLevel(new.agent.log_level.upper())
+        self._reload_sinks(new)
+        self._reload_sources(new)
+        if new.agent.self_metrics != old_agent.self_metrics or (
+            new.agent.self_metrics_interval != old_agent.self_metrics_interval
+        ):
+            if self._scheduler.get_job("self-metrics") is not None:
+                self._scheduler.remove_job("self-metrics")
+            self._schedule_housekeeping()
+        log.info("configuration reloaded: %d sources, %d sinks", len(self.sources), len(self.sinks))
+        sdnotify.ready(f"collecting from {len(self.sources)} sources")
+
+    def _reload_sources(self, new: Config) -> None:
+        wanted = {s.id: s for s in new.sources}
+        kept = []
+        for runner in self.sources:
+            if wanted.get(runner.name) == runner.section:
+                runner.tags = runner.tags_with(new.agent.tags)
+                kept.append(runner)
+                del wanted[runner.name]
+                continue
+            self._scheduler.remove_job(f"source:{runner.name}")
+            runner.close()
+            log.info("source %s %s", runner.name, "changed" if runner.name in wanted else "removed")
+        self.sources = kept
+        for section in wanted.values():
+            runner = self._build_source(section)
+            runner.start()
+            self.sources.append(runner)
+            self._schedule(runner)
+            log.info("source %s added", runner.name)
+
+    def _reload_sinks(self, new: Config) -> None:
+        wanted = {s.id: s for s in new.sinks}
+        with self._sinks_lock:
+            kept = []
+            for worker in self.sinks:
+                if wanted.get(worker.name) == self._sink_sections[worker.name]:
+                    kept.append(worker)
+                    del wanted[worker.name]
+                    continue
+                # Stop delivering; what is spooled stays on disk for the new worker or restart.
+                worker.stop(min(5.0, self.config.agent.shutdown_timeout))
+                worker.close()
+                del self._sink_sections[worker.name]
+                log.info(
+                    "sink %s %s", worker.name, "changed" if worker.name in wanted else "removed"
+                )
+            self.sinks = kept
+            for section in wanted.values():
+                worker = self._build_sink(section)
+                worker.start()
+                self.sinks.append(worker)
+                log.info("sink %s added (%d points waiting)", worker.name, worker.spool.depth())
+
+    def write_status(self, stopped: bool = False) -> None:
+        """Write ``status.json`` for ``agent status`` (never raises)."""
+        try:
+            status.write(self.state_dir, self.status(stopped))
+        except Exception:
+            log.exception("cannot write %s", self.state_dir / status.FILENAME)
+
+    def status(self, stopped: bool = False) -> dict[str, Any]:
+        """What the agent is doing, for ``agent status``."""
+        from kansoku import __version__
+
+        return {
+            "pid": os.getpid(),
+            "version": __version__,
+            "started": self.started,
+            "updated": time.time(),
+            "stopped": stopped,
+            "sources": {r.name: r.status() for r in self.sources},
+            "sinks": {w.name: self._sink_status(w) for w in self.sinks},
+        }
+
+    def _sink_status(self, worker: SinkWorker) -> dict[str, Any]:
+        return {
+            "plugin": self._sink_sections[worker.name].plugin,
+            "spool_depth": worker.spool.depth(),
+            "quarantine_depth": worker.spool.quarantine_depth(),
+            "last_delivery": worker.stats.last_delivery,
+            "last_error": worker.stats.last_error if worker.stats.consecutive_failures else None,
+            "written": worker.stats.written,
+        }
 
     def once(self) -> list[str]:
         """Collect every source once, deliver, and return one line per failure."""
@@ -359,20 +529,20 @@ class Agent:
         return failures
 
     def close(self, flush: bool = True) -> None:
-        """Flush sinks within the shutdown timeout, close everything, tell the plugins."""
+        """Flush sinks within the shutdown timeout, record the final status, close everything."""
         self.closed = True
         deadline = time.monotonic() + self.config.agent.shutdown_timeout
         for runner in self.sources:
             runner.close()
         for worker in self.sinks:
-            if flush:
-                remaining = max(0.0, deadline - time.monotonic())
-                if not worker.stop(remaining):
-                    log.warning(
-                        "sink %s: %d points stay in the spool for the next start",
-                        worker.name,
-                        worker.spool.depth(),
-                    )
+            if flush and not worker.stop(max(0.0, deadline - time.monotonic())):
+                log.warning(
+                    "sink %s: %d points stay in the spool for the next start",
+                    worker.name,
+                    worker.spool.depth(),
+                )
+        self.write_status(stopped=True)
+        for worker in self.sinks:
             worker.close()
         self.registry.pm.hook.kansoku_shutdown(agent=self)
 
