@@ -385,7 +385,7 @@ class Agent:
                 IntervalTrigger(seconds=interval),
                 id=name,
                 replace_existing=True,
-                next_run_time=_utcnow(0.0 if name != "self-metrics" else interval),
+                next_run_time=_utcnow(0.0 if name == "status" else interval),
                 misfire_grace_time=max(1, int(interval)),
             )
 
