@@ -253,8 +253,10 @@ def load(path: Path, registry: Registry) -> Config:
 
 
 def _warn_if_readable(path: Path) -> None:
-    mode = path.stat().st_mode
-    if mode & (stat.S_IRGRP | stat.S_IROTH):
+    info = path.stat()
+    others = info.st_mode & stat.S_IROTH
+    foreign_group = info.st_mode & stat.S_IRGRP and info.st_gid != os.getegid()
+    if others or foreign_group:
         log.warning(
             "%s holds secrets and can be read by other users; run: chmod 600 %s", path, path
         )
