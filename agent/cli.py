@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kansoku import __version__
+from kansoku.cachecli import add_commands as add_cache_commands
 from kansoku.errors import KansokuError
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from kansoku.plugins import Registry
 
 DEFAULT_CONFIG = Path("/etc/kansoku/agent.ini")
-CORE_COMMANDS = ("run", "once", "check", "plugins", "spool", "status")
+CORE_COMMANDS = ("run", "once", "check", "plugins", "spool", "status", "cacti", "get", "discover")
 OPTIONS_WITH_VALUE = ("-c", "--config", "--log-level")
 log = logging.getLogger("kansoku")
 
@@ -202,6 +203,7 @@ def build_parser(with_plugins: bool) -> argparse.ArgumentParser:
     sub.add_parser(
         "status", help="what the agent is doing (or did last): sources, sinks, devices"
     ).set_defaults(func=cmd_status)
+    add_cache_commands(sub, _config_path)
     if with_plugins:
         _add_plugin_commands(sub)
     return parser
