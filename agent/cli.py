@@ -107,7 +107,12 @@ def cmd_once(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate the configuration and say what it would run."""
-    cfg, _ = _load(args)
+    from kansoku.runtime import build_plugin
+
+    cfg, registry = _load(args)
+    for section in [*cfg.sources, *cfg.sinks]:  # factories check what option parsers cannot
+        plugin = build_plugin(cfg, registry, section)
+        plugin.close()
     print(f"{cfg.path}: OK")
     for section in cfg.sources:
         print(f"  source {section.id} (plugin {section.plugin})")

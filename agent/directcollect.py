@@ -10,7 +10,6 @@ the cache or to any sink.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,8 +27,10 @@ class _Host:
         self.config = config
         self.metrics: list[Metric] = []
 
-    def publish(self, metrics: Sequence[Metric]) -> None:
+    def publish(self, metrics: Sequence[Metric]) -> bool:
+        """Keep the points in memory; False: nothing is spooled, so nothing is acknowledged."""
         self.metrics.extend(metrics)
+        return False
 
 
 class DirectCollector:
@@ -46,8 +47,7 @@ class DirectCollector:
 
     def collect(self, source_id: str) -> SourceCache:
         """Collect ``source_id`` once and return its values."""
-        from kansoku.runtime import SourceRunner
-        from kansoku.types import PluginContext
+        from kansoku.runtime import SourceRunner, build_plugin
         from kansoku.validation import TypePins, Validator
 
         section = self.sources.get(source_id)
@@ -58,15 +58,9 @@ class DirectCollector:
             )
         state_dir = self.config.agent.state_dir
         spec = self.registry.source(section.plugin)
-        context = PluginContext(
-            name=section.id,
-            state_dir=state_dir / "sources" / section.id,
-            log=logging.getLogger(f"kansoku.source.{section.id}"),
-            agent_state_dir=state_dir,
-        )
         host = _Host(self.config)
         with sourcelock.claim(state_dir, source_id):
-            source = spec.factory(section.options, context)
+            source = build_plugin(self.config, self.registry, section)
             validator = Validator(section.id, source.schema, TypePins(state_dir / "types.json"))
             runner = SourceRunner(section, spec, source, validator, host)  # type: ignore[arg-type]
             try:

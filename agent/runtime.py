@@ -15,18 +15,19 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from kansoku import sdnotify, status
+from kansoku import sdnotify, sourcelock, status
 from kansoku.config import Config, SectionConfig
 from kansoku.delivery import SinkWorker
-from kansoku.errors import KansokuError
+from kansoku.errors import ConfigError, KansokuError
 from kansoku.health import HealthServer, problems_of
 from kansoku.metric import Metric
 from kansoku.plugins import Registry
 from kansoku.schema import FieldSpec, MeasurementSchema
 from kansoku.spool import Spool
-from kansoku.types import PluginContext, Source, SourceSpec
+from kansoku.types import PluginContext, SinkSpec, Source, SourceInfo, SourceSpec
 from kansoku.validation import TypePins, Validator
 
 log = logging.getLogger("kansoku.agent")
@@ -168,10 +169,15 @@ class SourceRunner:
         typed = self.validator.apply(raw)
         for metric in typed:
             metric.tags = {**self.tags, **metric.tags}
-        self.agent.publish(typed)
+        spooled = self.agent.publish(typed)
         acknowledge = getattr(self.source, "acknowledge", None)
-        if acknowledge is not None:  # the points are in every sink's spool now
-            acknowledge()
+        if acknowledge is not None and spooled:  # the points are on disk in every spool now
+            try:
+                acknowledge()
+            except KansokuError as exc:
+                return self._failed(f"could not confirm what it read: {exc}", traceback=False)
+            except Exception as exc:
+                return self._failed(f"{type(exc).__name__} in acknowledge: {exc}", traceback=True)
         self.stats.collections += 1
         self.stats.points += len(typed)
         self.stats.last_success = time.time()
@@ -200,6 +206,34 @@ class SourceRunner:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
+def plugin_context(section: SectionConfig, state_dir: Path) -> PluginContext:
+    """The context a plugin instance is built with: its name, state folder and logger."""
+    return PluginContext(
+        name=section.id,
+        state_dir=state_dir / f"{section.kind}s" / section.id,
+        log=logging.getLogger(f"kansoku.{section.kind}.{section.id}"),
+        agent_state_dir=state_dir,
+    )
+
+
+def build_plugin(config: Config, registry: Registry, section: SectionConfig) -> Any:
+    """Call the plugin's factory for one section; its refusals name the file and section."""
+    spec: SourceSpec | SinkSpec = (
+        registry.source(section.plugin)
+        if section.kind == "source"
+        else registry.sink(section.plugin)
+    )
+    context = plugin_context(section, config.agent.state_dir)
+    try:
+        return spec.factory(section.options, context)
+    except ConfigError as exc:
+        if str(config.path) in str(exc):
+            raise
+        raise ConfigError(f"{config.path}: [{section.section}] {exc}") from None
+    except (KansokuError, ValueError) as exc:
+        raise ConfigError(f"{config.path}: [{section.section}] {exc}") from None
+
+
 class Agent:
     """Sources, sinks and the glue between them, built from one validated config."""
 
@@ -216,26 +250,18 @@ class Agent:
         self.sources = [self._build_source(section) for section in config.sources]
         self._self_validator = Validator("agent", AGENT_SCHEMA, self.pins)
         self.reload_requested = threading.Event()
+        self._locks: dict[str, int] = {}
         self.closed = False
-
-    def _context(self, kind: str, section: SectionConfig) -> PluginContext:
-        folder = self.state_dir / f"{kind}s" / section.id
-        return PluginContext(
-            name=section.id,
-            state_dir=folder,
-            log=logging.getLogger(f"kansoku.{kind}.{section.id}"),
-            agent_state_dir=self.state_dir,
-        )
 
     def _build_source(self, section: SectionConfig) -> SourceRunner:
         spec = self.registry.source(section.plugin)
-        source = spec.factory(section.options, self._context("source", section))
+        source = build_plugin(self.config, self.registry, section)
         validator = Validator(section.id, source.schema, self.pins)
         return SourceRunner(section, spec, source, validator, self)
 
     def _build_sink(self, section: SectionConfig) -> SinkWorker:
         spec = self.registry.sink(section.plugin)
-        sink = spec.factory(section.options, self._context("sink", section))
+        sink = build_plugin(self.config, self.registry, section)
         self._sink_sections[section.id] = section
         common = section.common
         spool = Spool(
@@ -256,14 +282,14 @@ class Agent:
             accepts=spec.accepts,
         )
 
-    def publish(self, metrics: Iterable[Metric]) -> None:
-        """Put typed, tagged metrics into every sink's spool."""
+    def publish(self, metrics: Iterable[Metric]) -> bool:
+        """Put typed, tagged metrics into every sink's spool; True once they are on disk."""
         batch = list(metrics)
-        if not batch:
-            return
-        with self._sinks_lock:
-            for worker in self.sinks:
-                worker.offer(batch)
+        if batch:
+            with self._sinks_lock:
+                for worker in self.sinks:
+                    worker.offer(batch)
+        return True
 
     def self_metrics(self) -> list[Metric]:
         """The agent's own counters as metrics (measurements ``agent`` and ``agent_rejected``)."""
@@ -303,13 +329,34 @@ class Agent:
         """Publish the self-metrics through the same pipeline as any source."""
         self.publish(self._self_validator.apply(self.self_metrics()))
 
-    def start(self) -> None:
-        """Start sink workers and listening sources, then tell the plugins."""
-        for worker in self.sinks:
-            worker.start()
+    def start(self, sink_threads: bool = True) -> None:
+        """Lock the sources, start sink workers and listening sources, tell the plugins.
+
+        ``agent once`` drains the spools itself and starts no sink threads.
+        """
+        self._locks = sourcelock.hold(self.state_dir, [r.name for r in self.sources])
+        self._describe_sources()
+        if sink_threads:
+            for worker in self.sinks:
+                worker.start()
         for runner in self.sources:
             runner.start()
         self.registry.pm.hook.kansoku_startup(agent=self)
+
+    def source_infos(self) -> list[SourceInfo]:
+        """Each source instance's name, interval and schema (self-metrics included)."""
+        infos = [SourceInfo(r.name, r.interval, r.source.schema) for r in self.sources]
+        if self.config.agent.self_metrics:
+            interval = self.config.agent.self_metrics_interval
+            infos.append(SourceInfo("agent", interval, AGENT_SCHEMA))
+        return infos
+
+    def _describe_sources(self) -> None:
+        infos = self.source_infos()
+        for worker in self.sinks:
+            describe = getattr(worker.sink, "describe_sources", None)
+            if describe is not None:
+                describe(infos, worker.flush_interval)
 
     def run(self, stop: threading.Event, reload: Callable[[], Config] | None = None) -> None:
         """Collect on schedule until ``stop`` is set, then flush and close.
@@ -415,6 +462,9 @@ class Agent:
             logging.getLogger().setLevel(new.agent.log_level.upper())
         self._reload_sinks(new)
         self._reload_sources(new)
+        sourcelock.release(self._locks)
+        self._locks = sourcelock.hold(self.state_dir, [r.name for r in self.sources])
+        self._describe_sources()
         if new.agent.self_metrics != old_agent.self_metrics or (
             new.agent.self_metrics_interval != old_agent.self_metrics_interval
         ):
@@ -500,7 +550,7 @@ class Agent:
 
     def once(self) -> list[str]:
         """Collect every source once, deliver, and return one line per failure."""
-        self.start()
+        self.start(sink_threads=False)
         listeners = [r for r in self.sources if r.listening]
         if listeners:
             window = max(r.window for r in listeners)
@@ -544,6 +594,7 @@ class Agent:
         self.write_status(stopped=True)
         for worker in self.sinks:
             worker.close()
+        sourcelock.release(self._locks)
         self.registry.pm.hook.kansoku_shutdown(agent=self)
 
 

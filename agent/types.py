@@ -68,11 +68,25 @@ class Source(Protocol):
 
 
 class Sink(Protocol):
-    """A configured sink instance: ``write`` delivers a batch or raises a DeliveryError."""
+    """A configured sink instance: ``write`` delivers a batch or raises a DeliveryError.
+
+    A sink that needs to know the sources (their intervals and schemas, e.g. to tell stale
+    values or COUNTER from GAUGE) may have ``describe_sources(sources: Sequence[SourceInfo],
+    flush_interval: float)``; the core calls it at start and after every reload.
+    """
 
     def write(self, batch: Sequence[Metric]) -> None: ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What a sink may learn about a configured source instance (see ``describe_sources``)."""
+
+    name: str
+    interval: float
+    schema: Schema
 
 
 @dataclass(frozen=True)

@@ -77,18 +77,16 @@ class Validator:
             fields = {}
             for name, value in metric.fields.items():
                 if value is None:
-                    self._reject(metric.measurement, name, value, "no value")
+                    self._reject(metric, name, value, "no value")
                     continue
                 field_type = self._type_of(metric.measurement, name, value)
                 if field_type is None:
-                    self._reject(metric.measurement, name, value, "not in the source's schema")
+                    self._reject(metric, name, value, "not in the source's schema")
                     continue
                 try:
                     fields[name] = coerce(value, field_type)
                 except CoercionError as exc:
-                    self._reject(
-                        metric.measurement, name, value, f"{exc} ({field_type.__name__} field)"
-                    )
+                    self._reject(metric, name, value, f"{exc} ({field_type.__name__} field)")
             if fields:
                 out.append(
                     Metric(
@@ -113,17 +111,19 @@ class Validator:
             return pinned
         return self.pins.pin(self.source, measurement, name, infer_type(value))
 
-    def _reject(self, measurement: str, name: str, value: object, reason: str) -> None:
-        key = (measurement, name)
+    def _reject(self, metric: Metric, name: str, value: object, reason: str) -> None:
+        key = (metric.measurement, name)
         self.rejected[key] += 1
         level = logging.DEBUG if key in self._reported else logging.WARNING
         self._reported.add(key)
+        tags = ",".join(f"{k}={v}" for k, v in sorted(metric.tags.items()))
         log.log(
             level,
-            "source %s rejected %s.%s = %r: %s (counted in agent.rejected_values)",
+            "source %s rejected %s.%s = %r%s: %s (counted in agent_rejected)",
             self.source,
-            measurement,
+            metric.measurement,
             name,
             value,
+            f" [{tags}]" if tags else "",
             reason,
         )

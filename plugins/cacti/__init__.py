@@ -3,9 +3,8 @@ discover`` read, so Cacti and Zabbix never open a device the agent owns.
 
 It keeps one file per source instance in ``STATE_DIR/lastvalues/`` (format and atomic
 replacement: :mod:`kansoku.lastvalues`), mode 0640 and the group named by ``group`` so the
-poller's user can read it. At startup it learns each source's interval and field schema (for
-staleness and for COUNTER vs GAUGE); the same hook locks every source of the running agent so
-that ``--collect`` refuses to collect a source the agent owns (:mod:`kansoku.sourcelock`).
+poller's user can read it. The core tells it each source's interval and field schema
+(``describe_sources``), for staleness and for COUNTER vs GAUGE.
 """
 
 from __future__ import annotations
@@ -19,12 +18,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from kansoku import Metric, Option, PluginContext, SinkSpec, hookimpl, lastvalues, sourcelock
+from kansoku import Metric, Option, PluginContext, SinkSpec, hookimpl, lastvalues
 from kansoku.errors import RetryLater
 from kansoku.lastvalues import CacheError, SourceCache
 from kansoku.options import duration
-
-_held_locks: dict[int, dict[str, int]] = {}
+from kansoku.types import SourceInfo
 
 
 def group_id(text: str) -> int:
@@ -53,14 +51,13 @@ class LastValuesSink:
         self._ready = False
         self._unnamed_logged = False
 
-    def describe(
-        self, source: str, interval: float | None, schema: Mapping[str, Any], delay: float
-    ) -> None:
-        """Remember a source's interval, schema and the sink's flush delay."""
+    def describe_sources(self, sources: Sequence[SourceInfo], flush_interval: float) -> None:
+        """Remember each source's interval and schema (called by the core at start and reload)."""
         with self._lock:
-            self.described[source] = (interval, schema, delay)
-            if source in self.caches:
-                self.caches[source].describe(interval, schema, delay)
+            for info in sources:
+                self.described[info.name] = (info.interval, info.schema, flush_interval)
+                if info.name in self.caches:
+                    self.caches[info.name].describe(info.interval, info.schema, flush_interval)
 
     def write(self, batch: Sequence[Metric]) -> None:
         """Merge the batch into the caches and replace each touched file at once."""
@@ -183,26 +180,3 @@ def kansoku_register_sinks() -> Iterable[SinkSpec]:
             default_batch_size=500,
         )
     ]
-
-
-@hookimpl
-def kansoku_startup(agent: Any) -> None:
-    """Tell cacti sinks each source's interval and schema; lock the sources for ``--collect``."""
-    from kansoku.runtime import AGENT_SCHEMA
-
-    _held_locks[id(agent)] = sourcelock.hold(agent.state_dir, [r.name for r in agent.sources])
-    for worker in agent.sinks:
-        if not isinstance(worker.sink, LastValuesSink):
-            continue
-        delay = worker.flush_interval
-        for runner in agent.sources:
-            worker.sink.describe(runner.name, runner.interval, runner.source.schema, delay)
-        settings = agent.config.agent
-        if settings.self_metrics:
-            worker.sink.describe("agent", settings.self_metrics_interval, AGENT_SCHEMA, delay)
-
-
-@hookimpl
-def kansoku_shutdown(agent: Any) -> None:
-    """Release the source locks."""
-    sourcelock.release(_held_locks.pop(id(agent), {}))
