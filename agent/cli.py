@@ -173,14 +173,7 @@ def build_parser(with_plugins: bool) -> argparse.ArgumentParser:
         prog="agent", description="kansoku monitoring agent: collect, type-check, deliver."
     )
     parser.add_argument("--version", action="version", version=f"kansoku {__version__}")
-    parser.add_argument(
-        "-c", "--config", help=f"configuration file (default: $KANSOKU_CONFIG or {DEFAULT_CONFIG})"
-    )
-    parser.add_argument(
-        "--log-level",
-        choices=("debug", "info", "warning", "error"),
-        help="override [agent] log_level",
-    )
+    _add_global_options(parser, default=None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, func, text in (
         ("run", cmd_run, "run the agent until SIGTERM/SIGINT"),
@@ -211,7 +204,36 @@ def build_parser(with_plugins: bool) -> argparse.ArgumentParser:
     add_cache_commands(sub, _config_path)
     if with_plugins:
         _add_plugin_commands(sub)
+    _share_global_options(parser)
     return parser
+
+
+def _add_global_options(parser: argparse.ArgumentParser, default: object) -> None:
+    taken = parser._option_string_actions  # a plugin command may use these names itself
+    if "-c" not in taken and "--config" not in taken:
+        parser.add_argument(
+            "-c",
+            "--config",
+            default=default,
+            help=f"configuration file (default: $KANSOKU_CONFIG or {DEFAULT_CONFIG})",
+        )
+    if "--log-level" not in taken:
+        parser.add_argument(
+            "--log-level",
+            default=default,
+            choices=("debug", "info", "warning", "error"),
+            help="override [agent] log_level",
+        )
+
+
+def _share_global_options(parser: argparse.ArgumentParser) -> None:
+    """Accept -c and --log-level after the subcommand too (``agent once -c FILE``)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in set(action.choices.values()):
+                # SUPPRESS: a subcommand without the option keeps what came before it
+                _add_global_options(subparser, default=argparse.SUPPRESS)
+                _share_global_options(subparser)
 
 
 def _add_plugin_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -88,6 +88,20 @@ def test_run_stops_cleanly_and_flushes(write_config, signum: int) -> None:
     assert "Traceback" not in err
 
 
+def test_config_option_before_or_after_the_command(agent_cli, write_config) -> None:
+    config = write_config("""
+        [agent]
+        self_metrics = false
+        [source.system]
+        [sink.stdout]
+    """)
+    for args in (("-c", str(config), "once"), ("once", "-c", str(config), "--log-level", "error")):
+        result = agent_cli(*args)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["measurement"] == "system"
+    assert agent_cli("once", "-c", str(config.parent / "none.ini")).returncode == 2
+
+
 def test_unknown_command_is_a_usage_error(agent_cli) -> None:
     result = agent_cli("frobnicate")
     assert result.returncode == 2
