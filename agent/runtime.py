@@ -130,9 +130,15 @@ class SourceRunner:
         return self.spec.mode == "listen"
 
     def start(self) -> None:
-        """Let a listening source begin listening."""
-        if self.listening:
+        """Let a listening source begin listening; a failure is reported, the agent goes on."""
+        if not self.listening:
+            return
+        try:
             self.source.start()  # type: ignore[attr-defined]
+        except KansokuError as exc:
+            self._failed(f"could not start listening: {exc}", traceback=False)
+        except Exception as exc:
+            self._failed(f"{type(exc).__name__} when starting: {exc}", traceback=True)
 
     def run_once(self) -> bool:
         """Collect once in the source's own thread; wait at most ``timeout`` for it."""
