@@ -7,32 +7,50 @@ acknowledges the rest, so one bad point never blocks the queue (a ``reasons`` ma
 exception, index -> message, gives each refused point its own message). Any other exception
 is a bug in the sink; it is logged with its traceback and treated like ``RetryLater``.
 
+A sink may have ``prepare(metric) -> bytes | None``: its wire form of a point, stored in the
+spool beside the point and handed back in ``batch.prepared`` (the batch is a
+:class:`~kansoku.spool.SpooledBatch`), so a backlog drains without re-encoding. The form must
+not depend on options that can change between runs (the influxdb sink stores nanosecond
+line protocol and applies its ``precision`` when it writes).
+
 Only one drain runs at a time per sink (the worker thread, ``agent once`` and the final
 flush at shutdown take turns), so a batch is never written twice at once.
 """
 
 from __future__ import annotations
 
+import enum
 import fnmatch
 import logging
 import random
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from kansoku.errors import KansokuError, Rejected, RetryLater
 from kansoku.metric import Metric
-from kansoku.spool import Spool
+from kansoku.spool import DamagedEntry, Prepare, Spool, SpooledBatch
 from kansoku.types import Sink
 
 log = logging.getLogger("kansoku.delivery")
 
 #: first pause after a failed write (seconds); it doubles up to ``retry_max_backoff``
 BACKOFF_START = 1.0
+#: how long ``close`` waits for a write in progress before closing the spool under it
+CLOSE_WAIT = 2.0
 #: while a sink keeps failing with the same error, remind the log this often (seconds)
 REMIND_INTERVAL = 300.0
+
+
+class _Outcome(enum.Enum):
+    """What became of one batch."""
+
+    DONE = "delivered or settled"
+    FAILED = "kept for a retry"
+    AGAIN = "send the same batch again"
 
 
 @dataclass
@@ -80,6 +98,9 @@ class SinkWorker:
         self._thread: threading.Thread | None = None
         self._backoff_until = 0.0
         self._last_reminder = 0.0
+        self._prepare_failed = False
+        sink_prepare = getattr(sink, "prepare", None)
+        self._prepare = None if sink_prepare is None else self._guarded(sink_prepare)
 
     def wants(self, metric: Metric) -> bool:
         """Whether the include/exclude patterns let this measurement through."""
@@ -92,9 +113,21 @@ class SinkWorker:
         """Spool the metrics this sink wants (on disk when this returns); wake the worker
         when a batch is ready."""
         routed = (self._routable(m) for m in metrics if self.wants(m))
-        stored = self.spool.put(m for m in routed if m.fields)
+        stored = self.spool.put((m for m in routed if m.fields), self._prepare)
         if stored and self.spool.depth() >= self.batch_size:
             self._wake.set()
+
+    def _guarded(self, prepare: Callable[[Metric], bytes | None]) -> Prepare:
+        def safe(metric: Metric) -> bytes | None:
+            try:
+                return prepare(metric)
+            except Exception:  # a sink bug: the point is spooled without its wire form
+                if not self._prepare_failed:
+                    self._prepare_failed = True
+                    log.exception("sink %s failed to prepare a point", self.name)
+                return None
+
+        return safe
 
     def _routable(self, metric: Metric) -> Metric:
         if all(type(v) in self.accepts for v in metric.fields.values()):
@@ -115,7 +148,11 @@ class SinkWorker:
         return Metric(metric.measurement, fields, metric.tags, metric.time_ns, metric.source)
 
     def close(self) -> None:
-        """Close the sink and its spool."""
+        """Stop the thread (without a final flush), close the sink and its spool."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(CLOSE_WAIT)
         try:
             self.sink.close()
         except Exception:
@@ -146,22 +183,47 @@ class SinkWorker:
     def drain(self, deadline: float, ignore_backoff: bool = False) -> bool:
         """Deliver batches until the spool is empty, a write fails or ``deadline`` passes.
 
-        Returns True when the spool is empty.
+        Returns True when the spool is empty. While one batch is being written, a helper
+        thread acknowledges the previous one and reads the next (SQLite and the network
+        both release the GIL), so a backlog drains at nearly the sink's own speed.
         """
         if not self._draining.acquire(timeout=max(0.0, deadline - time.monotonic())):
             return False
         try:
-            while time.monotonic() < deadline:
-                if not ignore_backoff and time.monotonic() < self._backoff_until:
-                    return False
-                batch = self.spool.peek(self.batch_size)
-                if not batch:
-                    return True
-                if not self._deliver(batch):
-                    return False
-            return self.spool.depth() == 0
+            with ThreadPoolExecutor(1, f"spool-{self.name}") as helper:
+                return self._drain(deadline, ignore_backoff, helper)
         finally:
             self._draining.release()
+
+    def _drain(self, deadline: float, ignore_backoff: bool, helper: ThreadPoolExecutor) -> bool:
+        acks: list[Future[None]] = []
+
+        def acknowledge(ids: list[int]) -> None:
+            acks.append(helper.submit(self.spool.ack, ids))
+
+        try:
+            batch = self.spool.peek(self.batch_size)
+            while batch:
+                if time.monotonic() >= deadline:
+                    return False
+                if not ignore_backoff and time.monotonic() < self._backoff_until:
+                    return False
+                upcoming = helper.submit(self.spool.peek, self.batch_size, batch.ids[-1])
+                outcome = self._deliver(batch, acknowledge)
+                for done in [a for a in acks if a.done()]:
+                    acks.remove(done)
+                    done.result()  # a failed acknowledgement raises here
+                if outcome is _Outcome.FAILED:
+                    return False
+                if outcome is _Outcome.AGAIN:  # a damaged entry was set aside: same batch
+                    upcoming.result()
+                    batch = self.spool.peek(self.batch_size)
+                    continue
+                batch = upcoming.result()
+            return True
+        finally:
+            for pending in acks:
+                pending.result()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -179,43 +241,46 @@ class SinkWorker:
                 if time.monotonic() < self._backoff_until:
                     break  # a write failed: wait for the backoff (or a stop)
 
-    def _deliver(self, batch: list[tuple[int, Metric]]) -> bool:
-        metrics = [m for _, m in batch]
+    def _deliver(self, batch: SpooledBatch, acknowledge: Callable[[list[int]], None]) -> _Outcome:
         try:
-            self.sink.write(metrics)
+            self.sink.write(batch)
         except Rejected as exc:
             self._settle_rejected(batch, exc)
-            return True
+            return _Outcome.DONE
         except RetryLater as exc:
             self._failed(str(exc), traceback=False)
-            return False
+            return _Outcome.FAILED
+        except DamagedEntry as exc:  # the file was damaged: set the entry aside, go on
+            self.spool.quarantine([exc.row_id], str(exc))
+            self.stats.quarantined += 1
+            log.error("sink %s: %s; moved to the quarantine", self.name, exc)
+            return _Outcome.AGAIN
         except Exception as exc:  # a sink bug must not kill delivery
             self._failed(f"{type(exc).__name__}: {exc}", traceback=True)
-            return False
-        self.spool.ack([row_id for row_id, _ in batch])
+            return _Outcome.FAILED
+        acknowledge(batch.ids)
         self._delivered(len(batch))
-        return True
+        return _Outcome.DONE
 
-    def _settle_rejected(self, batch: list[tuple[int, Metric]], exc: Rejected) -> None:
+    def _settle_rejected(self, batch: SpooledBatch, exc: Rejected) -> None:
         """Quarantine the refused points (each with its message), acknowledge the rest."""
         reasons: Mapping[int, str] = getattr(exc, "reasons", None) or {}
         refused = set(range(len(batch)) if exc.indexes is None else exc.indexes)
         refused &= set(range(len(batch)))
-        by_reason: dict[str, list[tuple[int, Metric]]] = defaultdict(list)
+        by_reason: dict[str, list[int]] = defaultdict(list)
         for index in sorted(refused):
-            by_reason[reasons.get(index, str(exc))].append(batch[index])
-        for reason, items in by_reason.items():
-            self.spool.quarantine(items, reason)
-        good = [row_id for i, (row_id, _) in enumerate(batch) if i not in refused]
-        self.spool.ack(good)
+            by_reason[reasons.get(index, str(exc))].append(batch.ids[index])
+        for reason, ids in by_reason.items():
+            self.spool.quarantine(ids, reason)
+        self.spool.ack([row_id for i, row_id in enumerate(batch.ids) if i not in refused])
         self.stats.quarantined += len(refused)
-        self._delivered(len(good))
-        for reason, items in by_reason.items():
+        self._delivered(len(batch) - len(refused))
+        for reason, ids in by_reason.items():
             log.error(
                 "sink %s refused %d of %d points for good; they are in the quarantine "
                 "(agent spool show-quarantine --sink %s): %s",
                 self.name,
-                len(items),
+                len(ids),
                 len(batch),
                 self.name,
                 reason,

@@ -11,6 +11,12 @@ quarantine has the same size bound.
 Each point is stored as one JSON object (ints, floats and bools stay apart), so a spool can
 be inspected with the ``sqlite3`` shell. Several processes may open the same file: the
 agent drains it while ``agent spool`` looks at it or moves points back from the quarantine.
+
+A sink may also hand over a *prepare* function (its wire form of a point, e.g. a line of
+line protocol), which is stored beside the JSON when the point is spooled. A backlog then
+drains without decoding and re-encoding every point: :meth:`Spool.peek` returns a
+:class:`SpooledBatch` whose metrics are decoded only when looked at and whose ``prepared``
+list holds those stored forms.
 """
 
 from __future__ import annotations
@@ -21,9 +27,10 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import overload
 
 from kansoku.errors import KansokuError
 from kansoku.metric import Metric
@@ -39,7 +46,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS points (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     enqueued REAL NOT NULL,
-    body BLOB NOT NULL
+    body BLOB NOT NULL,
+    prepared BLOB
 );
 CREATE TABLE IF NOT EXISTS quarantine (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -48,6 +56,11 @@ CREATE TABLE IF NOT EXISTS quarantine (
     body BLOB NOT NULL
 );
 """
+#: bytes a queued row holds
+_ROW_BYTES = "LENGTH(body) + IFNULL(LENGTH(prepared), 0)"
+
+#: a sink's wire form of a point, stored when it is spooled (None: nothing to store)
+Prepare = Callable[[Metric], bytes | None]
 
 
 class SpoolError(KansokuError):
@@ -79,6 +92,49 @@ def decode(body: bytes | str) -> Metric:
         raise ValueError(f"not a spooled point ({type(exc).__name__}: {exc})") from None
 
 
+class DamagedEntry(SpoolError):
+    """A queued entry cannot be decoded; the sink worker moves it to the quarantine."""
+
+    def __init__(self, row_id: int, why: str) -> None:
+        super().__init__(f"damaged spool entry {row_id}: {why}")
+        self.row_id = row_id
+
+
+class SpooledBatch(Sequence[Metric]):
+    """The oldest points of a spool, in order: ``ids``, lazily decoded metrics, ``prepared``.
+
+    Indexing decodes a point (once); a damaged entry raises :class:`DamagedEntry`.
+    ``prepared[i]`` is the sink's stored wire form of point ``i``, or None.
+    """
+
+    def __init__(self, rows: Sequence[tuple[int, bytes, bytes | None]]) -> None:
+        self.ids = [row[0] for row in rows]
+        self.prepared = [row[2] for row in rows]
+        self._bodies = [row[1] for row in rows]
+        self._metrics: list[Metric | None] = [None] * len(rows)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @overload
+    def __getitem__(self, index: int) -> Metric: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Metric]: ...
+
+    def __getitem__(self, index: int | slice) -> Metric | list[Metric]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        metric = self._metrics[index]
+        if metric is None:
+            try:
+                metric = decode(self._bodies[index])
+            except ValueError as exc:
+                raise DamagedEntry(self.ids[index], str(exc)) from None
+            self._metrics[index] = metric
+        return metric
+
+
 class Spool:
     """One sink's queue on disk. Thread-safe: collectors put, the sink worker peeks and acks.
 
@@ -98,6 +154,8 @@ class Spool:
         self._unlogged: dict[str, int] = {}
         self._last_drop_log = -math.inf
         self._lock = threading.Lock()
+        #: id -> bytes of rows handed out by peek and still queued (acks need not read sizes)
+        self._peeked: dict[int, int] = {}
         with self._guard("open"):
             if create:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,48 +167,49 @@ class Spool:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA journal_size_limit=67108864")
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(points)")}
+            if "prepared" not in columns:  # a spool written by kansoku 0.1.0 before release
+                self._db.execute("ALTER TABLE points ADD COLUMN prepared BLOB")
             self._resync()
 
     # ------------------------------------------------------------------ the queue
 
-    def put(self, metrics: Iterable[Metric]) -> int:
-        """Append points durably (committed when this returns); returns how many."""
+    def put(self, metrics: Iterable[Metric], prepare: Prepare | None = None) -> int:
+        """Append points durably (committed when this returns); returns how many.
+
+        ``prepare`` (the sink's) gives each point's wire form to store beside it.
+        """
         now = time.time()
-        rows = [(now, encode(m)) for m in metrics]
+        if prepare is None:
+            rows = [(now, encode(m), None) for m in metrics]
+        else:
+            rows = [(now, encode(m), prepare(m)) for m in metrics]
         if not rows:
             return 0
         with self._lock, self._guard("store points in"):
             with self._transaction():
-                self._db.executemany("INSERT INTO points (enqueued, body) VALUES (?, ?)", rows)
-            self._bytes += sum(len(body) for _, body in rows)
+                self._db.executemany(
+                    "INSERT INTO points (enqueued, body, prepared) VALUES (?, ?, ?)", rows
+                )
+            self._bytes += sum(len(body) + len(extra or b"") for _, body, extra in rows)
             self._depth += len(rows)
             self._enforce_bounds(now)
         return len(rows)
 
-    def peek(self, limit: int) -> list[tuple[int, Metric]]:
-        """The oldest ``limit`` points, in order, without removing them.
-
-        Entries that cannot be decoded (damaged file) go to the quarantine instead.
-        """
+    def peek(self, limit: int, after: int | None = None) -> SpooledBatch:
+        """The oldest ``limit`` points (with ids above ``after``), in order, not removed."""
         with self._lock, self._guard("read"):
             self._enforce_bounds(time.time())
             rows = self._db.execute(
-                "SELECT id, body FROM points ORDER BY id LIMIT ?", (limit,)
+                "SELECT id, body, prepared FROM points WHERE id > ? ORDER BY id LIMIT ?",
+                (-1 if after is None else after, limit),
             ).fetchall()
-            if len(rows) < limit:  # the whole queue is in hand: resynchronise the counts
+            sizes = {row_id: len(body) + len(extra or b"") for row_id, body, extra in rows}
+            self._peeked.update(sizes)
+            if after is None and len(rows) < limit:  # the whole queue is in hand: resync
                 self._depth = len(rows)
-                self._bytes = sum(len(body) for _, body in rows)
-            batch, damaged = [], []
-            for row_id, body in rows:
-                try:
-                    batch.append((row_id, decode(body)))
-                except ValueError as exc:
-                    damaged.append((row_id, str(exc)))
-            for row_id, why in damaged:
-                log.error("spool %s: entry %d is damaged (%s); quarantined", self.name, row_id, why)
-                with self._transaction():
-                    self._move_to_quarantine([row_id], f"damaged spool entry: {why}", time.time())
-        return batch
+                self._bytes = sum(sizes.values())
+        return SpooledBatch(rows)
 
     def ack(self, ids: Sequence[int]) -> None:
         """Remove delivered points."""
@@ -158,15 +217,15 @@ class Spool:
             return
         with self._lock, self._guard("remove delivered points from"):
             with self._transaction():
-                self._delete_ids("points", ids)
+                self._remove_points(ids)
 
-    def quarantine(self, items: Sequence[tuple[int, Metric]], reason: str) -> None:
+    def quarantine(self, ids: Sequence[int], reason: str) -> None:
         """Move refused points out of the queue into the quarantine, with the sink's reason."""
-        if not items:
+        if not ids:
             return
         with self._lock, self._guard("quarantine points in"):
             with self._transaction():
-                self._move_to_quarantine([row_id for row_id, _ in items], reason, time.time())
+                self._move_to_quarantine(ids, reason, time.time())
             self._bound_quarantine()
 
     def depth(self) -> int:
@@ -174,7 +233,7 @@ class Spool:
         return self._depth
 
     def size(self) -> int:
-        """Bytes of the points waiting for delivery (their stored JSON)."""
+        """Bytes of the points waiting for delivery (stored JSON and prepared forms)."""
         return self._bytes
 
     def oldest(self) -> float | None:
@@ -242,21 +301,43 @@ class Spool:
 
     def _resync(self) -> None:
         self._bytes, self._depth = self._db.execute(
-            "SELECT COALESCE(SUM(LENGTH(body)), 0), COUNT(*) FROM points"
+            f"SELECT COALESCE(SUM({_ROW_BYTES}), 0), COUNT(*) FROM points"
         ).fetchone()
 
-    def _delete_ids(self, table: str, ids: Sequence[int]) -> tuple[int, int]:
-        """Delete rows by id (one statement); returns (rows, bytes) removed."""
+    def _remove_points(self, ids: Sequence[int]) -> None:
+        """Delete queued rows by id and keep the counts right."""
+        if all(row_id in self._peeked for row_id in ids):  # the usual case: a peeked batch
+            ordered = sorted(set(ids))
+            start = previous = ordered[0]
+            for row_id in [*ordered[1:], None]:
+                if row_id is not None and row_id == previous + 1:
+                    previous = row_id
+                    continue
+                self._db.execute("DELETE FROM points WHERE id BETWEEN ? AND ?", (start, previous))
+                if row_id is not None:
+                    start = previous = row_id
+            self._depth -= len(ordered)
+            self._bytes -= sum(self._peeked.pop(row_id) for row_id in ordered)
+            return
         lengths = self._db.execute(
-            f"DELETE FROM {table} WHERE id IN (SELECT value FROM json_each(?)) "
-            "RETURNING LENGTH(body)",
+            "DELETE FROM points WHERE id IN (SELECT value FROM json_each(?)) "
+            f"RETURNING {_ROW_BYTES}",
             (json.dumps(list(ids)),),
         ).fetchall()
-        removed, removed_bytes = len(lengths), sum(n for (n,) in lengths)
-        if table == "points":
-            self._depth -= removed
-            self._bytes -= removed_bytes
-        return removed, removed_bytes
+        for row_id in ids:
+            self._peeked.pop(row_id, None)
+        self._depth -= len(lengths)
+        self._bytes -= sum(n for (n,) in lengths)
+
+    def _remove_points_through(self, last_id: int) -> int:
+        """Delete the queue's head up to ``last_id``; returns how many rows went."""
+        lengths = self._db.execute(
+            f"DELETE FROM points WHERE id <= ? RETURNING {_ROW_BYTES}", (last_id,)
+        ).fetchall()
+        self._peeked = {k: v for k, v in self._peeked.items() if k > last_id}
+        self._depth -= len(lengths)
+        self._bytes -= sum(n for (n,) in lengths)
+        return len(lengths)
 
     def _move_to_quarantine(self, ids: Sequence[int], reason: str, now: float) -> None:
         self._db.execute(
@@ -265,13 +346,7 @@ class Spool:
             "ORDER BY id",
             (now, reason, json.dumps(list(ids))),
         )
-        self._delete_ids("points", ids)
-
-    def _delete_through(self, table: str, last_id: int) -> tuple[int, int]:
-        lengths = self._db.execute(
-            f"DELETE FROM {table} WHERE id <= ? RETURNING LENGTH(body)", (last_id,)
-        ).fetchall()
-        return len(lengths), sum(n for (n,) in lengths)
+        self._remove_points(ids)
 
     def _enforce_bounds(self, now: float) -> None:
         """Drop the oldest points beyond ``max_age`` or ``max_bytes`` (head of the queue)."""
@@ -290,14 +365,12 @@ class Spool:
                     break
                 last_id = row_id
             with self._transaction():
-                removed, removed_bytes = self._delete_through("points", last_id)
-            self._depth -= removed
-            self._bytes -= removed_bytes
+                removed = self._remove_points_through(last_id)
             self._count_drop(removed, f"older than max_spool_age ({self.max_age:g}s)")
         while self._bytes > self.max_bytes:
             over, last_id, total = self._bytes - self.max_bytes, None, 0
             for row_id, length in self._db.execute(
-                "SELECT id, LENGTH(body) FROM points ORDER BY id LIMIT ?", (_STEP,)
+                f"SELECT id, {_ROW_BYTES} FROM points ORDER BY id LIMIT ?", (_STEP,)
             ):
                 last_id, total = row_id, total + length
                 if total >= over:
@@ -306,9 +379,7 @@ class Spool:
                 self._resync()
                 break
             with self._transaction():
-                removed, removed_bytes = self._delete_through("points", last_id)
-            self._depth -= removed
-            self._bytes -= removed_bytes
+                removed = self._remove_points_through(last_id)
             self._count_drop(removed, f"spool over max_spool_size ({self.max_bytes} bytes)")
         self._log_drops()
 
@@ -327,7 +398,9 @@ class Spool:
                 break
         if last_id is not None:
             with self._transaction():
-                removed, _ = self._delete_through("quarantine", last_id)
+                removed = self._db.execute(
+                    "DELETE FROM quarantine WHERE id <= ?", (last_id,)
+                ).rowcount
             self._count_drop(removed, f"quarantine over max_spool_size ({self.max_bytes} bytes)")
             self._log_drops()
 
