@@ -264,7 +264,7 @@ class SinkWorker:
 
     def _settle_rejected(self, batch: SpooledBatch, exc: Rejected) -> None:
         """Quarantine the refused points (each with its message), acknowledge the rest."""
-        reasons: Mapping[int, str] = getattr(exc, "reasons", None) or {}
+        reasons: Mapping[int, str] = exc.reasons
         refused = set(range(len(batch)) if exc.indexes is None else exc.indexes)
         refused &= set(range(len(batch)))
         by_reason: dict[str, list[int]] = defaultdict(list)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 
 class KansokuError(Exception):
@@ -33,9 +33,18 @@ class Rejected(DeliveryError):
     """The sink refused some points for good (HTTP 400, type conflict, parse error).
 
     ``indexes`` names the refused points of the batch (all of them when ``None``); they go to
-    the quarantine with this message and the rest of the batch counts as delivered.
+    the quarantine with this message, or with their own message from ``reasons`` (batch index
+    -> the server's words for that point), and the rest of the batch counts as delivered.
     """
 
-    def __init__(self, message: str, indexes: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        indexes: Sequence[int] | None = None,
+        reasons: Mapping[int, str] | None = None,
+    ) -> None:
         super().__init__(message)
+        self.reasons = dict(reasons or {})
+        if indexes is None and reasons:
+            indexes = sorted(self.reasons)
         self.indexes = None if indexes is None else list(indexes)

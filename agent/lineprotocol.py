@@ -2,8 +2,9 @@
 
 Measurement: escape comma and space. Tag keys, tag values and field keys: escape comma,
 equals sign and space. String field values: double-quoted, with backslash and double quote
-escaped. ints carry the ``i`` suffix, bools are ``true``/``false``, floats use ``repr``
-(always with a decimal point or exponent, so 25.0 never turns into the integer 25).
+escaped (a newline inside the quotes is stored as it is). ints carry the ``i`` suffix, bools
+are ``true``/``false``, floats use ``repr`` (always with a decimal point or exponent, so 25.0
+never turns into the integer 25).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def _field_value(value: object) -> str:
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
         return f'"{escaped}"'
     raise TypeError(f"cannot encode {type(value).__name__} as a field value")
 

@@ -72,7 +72,10 @@ class Sink(Protocol):
 
     A sink that needs to know the sources (their intervals and schemas, e.g. to tell stale
     values or COUNTER from GAUGE) may have ``describe_sources(sources: Sequence[SourceInfo],
-    flush_interval: float)``; the core calls it at start and after every reload.
+    flush_interval: float)``; the core calls it at start and after every reload. A sink may
+    also have ``prepare(metric) -> bytes | None``: its wire form of a point, computed when the
+    point is spooled, stored beside it and handed back as ``batch.prepared`` (it must not
+    depend on options that can change between runs).
     """
 
     def write(self, batch: Sequence[Metric]) -> None: ...

@@ -76,8 +76,7 @@ class PointsRefused(Rejected):
     def __init__(self, reasons: dict[int, str]) -> None:
         distinct = sorted(set(reasons.values()))
         summary = distinct[0] if len(distinct) == 1 else "; ".join(distinct)
-        super().__init__(summary, sorted(reasons))
-        self.reasons = reasons
+        super().__init__(summary, reasons=reasons)
 
 
 @dataclass(frozen=True)
