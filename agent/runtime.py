@@ -22,7 +22,6 @@ from kansoku import sdnotify, sourcelock, status
 from kansoku.config import Config, SectionConfig
 from kansoku.delivery import SinkWorker
 from kansoku.errors import ConfigError, KansokuError
-from kansoku.health import HealthServer, problems_of
 from kansoku.metric import Metric
 from kansoku.plugins import Registry
 from kansoku.schema import FieldSpec, MeasurementSchema
@@ -442,10 +441,12 @@ class Agent:
                 misfire_grace_time=max(1, int(interval)),
             )
 
-    def _start_health(self) -> HealthServer | None:
+    def _start_health(self) -> Any:
         listen = self.config.agent.health_listen
         if listen is None:
             return None
+        from kansoku.health import HealthServer, problems_of  # http.server: only when asked for
+
         staleness = self.config.agent.health_staleness
         server = HealthServer(*listen, check=lambda: problems_of(self, staleness))
         server.start()
