@@ -90,15 +90,7 @@ class _TableListener:
         self.clock: Any = time.monotonic
 
     def detected(self, device: Any, advertisement: Any) -> None:
-        self.tracker.observe(
-            device.address,
-            advertisement.rssi,
-            advertisement.local_name,
-            advertisement.manufacturer_data,
-            advertisement.service_data,
-            self.clock(),
-            time.time_ns(),
-        )
+        self.tracker.hear(device, advertisement, self.clock())
 
     def scanner_restarted(self) -> None:
         self.tracker.restart()

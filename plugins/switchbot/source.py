@@ -94,15 +94,7 @@ class SwitchBotSource:
 
     def detected(self, device: Any, advertisement: Any) -> None:
         """bleak's detection callback (live or replayed)."""
-        self.tracker.observe(
-            device.address,
-            advertisement.rssi,
-            advertisement.local_name,
-            advertisement.manufacturer_data,
-            advertisement.service_data,
-            self.clock(),
-            time.time_ns(),
-        )
+        self.tracker.hear(device, advertisement, self.clock())
 
     def scanner_restarted(self) -> None:
         """The scanner was rebuilt: relearn advertising intervals."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,6 +78,18 @@ class Tracker:
         self._ignored: set[str] = set()  # other SwitchBot products
         self._said: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
+
+    def hear(self, device: Any, advertisement: Any, now: float) -> None:
+        """One advertisement as bleak's detection callback hands it over (BLEDevice, data)."""
+        self.observe(
+            device.address,
+            advertisement.rssi,
+            advertisement.local_name,
+            advertisement.manufacturer_data,
+            advertisement.service_data,
+            now,
+            time.time_ns(),
+        )
 
     def observe(
         self,
