@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -17,7 +18,13 @@ EXAMPLE = Path(__file__).parent.parent / "examples" / "kansoku-textfile"
 
 
 def pip_install_target(package: Path, target: Path) -> None:
-    """Install a package (no dependencies) into a folder that a subprocess puts on its path."""
+    """Install a package (no dependencies) into a folder that a subprocess puts on its path.
+
+    It is built from a copy, so the build leaves nothing in the source tree.
+    """
+    source = target.parent / f"{package.name}-src"
+    shutil.copytree(package, source)
+    package = source
     subprocess.run(
         [
             sys.executable,
