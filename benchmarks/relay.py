@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,47 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from servers import answers, binary, free_port, start, start_redis, stop
 
 from kansoku.plugins import Registry
 from kansoku.types import PluginContext, Source
 
 HASH_KEYS = 10_000
 MEMCACHED_RUNS = 200
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start(argv: list[str], ready: Callable[[], bool], folder: Path) -> subprocess.Popen[bytes]:
-    """Start a server with its output in ``folder`` and wait until ``ready()``."""
-    if shutil.which(argv[0]) is None:
-        sys.exit(f"{argv[0]} not found: apt-get install {argv[0]}")
-    log = open(folder / f"{Path(argv[0]).name}.log", "ab")  # noqa: SIM115  (closed with it)
-    proc = subprocess.Popen(argv, stdout=log, stderr=log, cwd=folder)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if ready():
-            return proc
-        time.sleep(0.02)
-    proc.kill()
-    sys.exit(f"{argv[0]} did not become ready; see {folder}")
-
-
-def answers(address: str | tuple[str, int], command: bytes) -> bool:
-    """Whether a server at ``address`` answers ``command`` at all."""
-    family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
-    try:
-        with socket.socket(family) as sock:
-            sock.settimeout(0.5)
-            sock.connect(address)
-            sock.sendall(command)
-            return bool(sock.recv(16))
-    except OSError:
-        return False
 
 
 def make_source(plugin: str, text: dict[str, str], folder: Path) -> Source:
@@ -101,7 +65,7 @@ def bench_memcached(folder: Path) -> None:
     port, sock = free_port(), str(folder / "memcached.sock")
     tcp = ("127.0.0.1", port)
     user = ["-u", "root"] if os.geteuid() == 0 else []
-    base = ["memcached", "-U", "0", "-m", "64", *user]
+    base = [binary("memcached", "memcached"), "-U", "0", "-m", "64", *user]
     version = b"version\r\n"
     procs = [
         start([*base, "-l", "127.0.0.1", "-p", str(port)], lambda: answers(tcp, version), folder),
@@ -125,8 +89,7 @@ def bench_memcached(folder: Path) -> None:
             source.close()
     finally:
         for proc in procs:
-            proc.kill()
-            proc.wait()
+            stop(proc)
 
 
 def bench_hashes(client: redis.Redis, url: str, folder: Path) -> None:
@@ -242,18 +205,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="kansoku-bench-") as tmp:
         folder = Path(tmp)
         bench_memcached(folder)
-        port = free_port()
-        argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
-        argv += ["--appendonly", "no", "--dir", tmp, "--logfile", "redis.log"]
-        server = start(argv, lambda: answers(("127.0.0.1", port), b"PING\r\n"), folder)
+        server, port = start_redis(folder)
         url = f"redis://127.0.0.1:{port}/0"
         try:
             client = redis.Redis.from_url(url)
             bench_hashes(client, url, folder)
             bench_stream(client, url, folder, args.entries)
         finally:
-            server.terminate()
-            server.wait(30)
+            stop(server)
     return 0
 
 
