@@ -38,23 +38,37 @@ AGENT_OPTIONS = (
     Option("log_level", opt.choice("debug", "info", "warning", "error"), "info", "log level"),
     Option("tags", opt.tag_map, {}, "tags added to every metric, e.g. host=pi"),
     Option("self_metrics", opt.boolean, True, "report the agent's own metrics (measurement agent)"),
-    Option("self_metrics_interval", opt.duration, 60.0, "how often the agent reports on itself"),
+    Option(
+        "self_metrics_interval",
+        opt.positive_duration,
+        60.0,
+        "how often the agent reports on itself",
+    ),
     Option("shutdown_timeout", opt.duration, 10.0, "how long the final flush may take"),
     Option("health_listen", opt.host_port, None, "HOST:PORT of the health endpoint (off)"),
     Option("health_staleness", opt.number, 3.0, "intervals without success before unhealthy"),
 )
 SOURCE_OPTIONS = (
     Option("enabled", opt.boolean, True, "set to false to keep the section but not run it"),
-    Option("interval", opt.duration, None, "how often to collect (default: the plugin's)"),
+    Option("interval", opt.positive_duration, None, "how often to collect (default: plugin's)"),
     Option("jitter", opt.duration, 0.0, "random delay up to this before each collection"),
-    Option("timeout", opt.duration, None, "give up on a collection after this (default: interval)"),
-    Option("window", opt.duration, None, "listening sources: how long `agent once` listens"),
+    Option(
+        "timeout",
+        opt.positive_duration,
+        None,
+        "give up on a collection after this (default: interval)",
+    ),
+    Option(
+        "window", opt.positive_duration, None, "listening sources: how long `agent once` listens"
+    ),
     Option("tags", opt.tag_map, {}, "tags added to this source's metrics"),
 )
 SINK_OPTIONS = (
     Option("enabled", opt.boolean, True, "set to false to keep the section but not run it"),
     Option("batch_size", opt.integer, None, "points per write (default: the plugin's)"),
-    Option("flush_interval", opt.duration, 10.0, "longest time a point waits in the spool"),
+    Option(
+        "flush_interval", opt.positive_duration, 10.0, "longest time a point waits in the spool"
+    ),
     Option("max_spool_size", opt.size, 256 * 1024**2, "spool bound; the oldest points go first"),
     Option("max_spool_age", opt.duration, 7 * 86400.0, "points older than this are dropped"),
     Option("retry_max_backoff", opt.duration, 300.0, "longest pause between retries"),

@@ -59,6 +59,14 @@ def duration(text: str) -> float:
     return sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION.findall(text.lower()))
 
 
+def positive_duration(text: str) -> float:
+    """A :func:`duration` longer than zero (intervals)."""
+    seconds = duration(text)
+    if seconds <= 0:
+        raise ValueError(f"{text!r} must be longer than zero")
+    return seconds
+
+
 def size(text: str) -> int:
     """``"100MB"``, ``"64MiB"``, ``"1g"`` or plain bytes -> bytes."""
     match = _SIZE.fullmatch(text.strip())

@@ -171,10 +171,14 @@ class SourceRunner:
         except Exception as exc:  # a plugin bug must not stop the agent
             return self._failed(f"{type(exc).__name__}: {exc}", traceback=True)
         self.stats.collect_seconds = time.monotonic() - started
-        typed = self.validator.apply(raw)
-        for metric in typed:
-            metric.tags = {**self.tags, **metric.tags}
-        spooled = self.agent.publish(typed)
+        try:
+            typed = self.validator.apply(raw)
+            for metric in typed:
+                metric.tags = {**self.tags, **metric.tags}
+            spooled = self.agent.publish(typed)
+        except Exception as exc:  # a full disk, a damaged spool, a source returning junk
+            message = f"could not spool what it collected: {type(exc).__name__}: {exc}"
+            return self._failed(message, traceback=True)
         acknowledge = getattr(self.source, "acknowledge", None)
         if acknowledge is not None and spooled:  # the points are on disk in every spool now
             try:

@@ -61,6 +61,10 @@ def test_sections_instances_and_defaults(write_config, registry: Registry) -> No
         ("[sources.system]\n", r"unknown section \[sources.system\]"),
         ("[source.system.a b]\n", r"\[source.system.a b\] names may use"),
         ("[agent]\nlog_level = loud\n", r"\[agent\] log_level: 'loud'"),
+        (
+            "[source.system]\ninterval = 0s\n",
+            r"\[source.system\] interval: '0s': .*longer than zero",
+        ),
         ("[agent]\nfoo = 1\n", r"\[agent\] unknown key 'foo'"),
         (
             "[source.system]\ninterval = 5s\ninterval = 6s\n",
