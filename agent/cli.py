@@ -81,7 +81,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             log.info("received %s", signal.Signals(signum).name)
             if signum == signal.SIGHUP:
                 agent.reload_requested.set()
-            stop.set()
+            else:
+                stop.set()
 
         def reload_config() -> Config:
             return _load(args, Path(demo_dir), registry)[0]

@@ -370,8 +370,8 @@ class Agent:
     def run(self, stop: threading.Event, reload: Callable[[], Config] | None = None) -> None:
         """Collect on schedule until ``stop`` is set, then flush and close.
 
-        Setting :attr:`reload_requested` (SIGHUP) and ``stop`` together makes the agent call
-        ``reload`` for a new config and apply it without a restart.
+        Setting :attr:`reload_requested` (SIGHUP) makes the agent call ``reload`` for a new
+        config, within a second, and apply it without a restart.
         """
         from apscheduler.executors.pool import ThreadPoolExecutor
         from apscheduler.schedulers.background import BackgroundScheduler
@@ -395,13 +395,10 @@ class Agent:
             self.state_dir,
         )
         sdnotify.ready(f"collecting from {len(self.sources)} sources")
-        while True:
-            stop.wait()
-            if not self.reload_requested.is_set() or reload is None:
-                break
-            self.reload_requested.clear()
-            stop.clear()
-            self._reload(reload)
+        while not stop.wait(1.0):
+            if self.reload_requested.is_set() and reload is not None:
+                self.reload_requested.clear()
+                self._reload(reload)
         sdnotify.stopping()
         log.info("stopping: flushing sinks (at most %gs)", self.config.agent.shutdown_timeout)
         self._scheduler.shutdown(wait=False)

@@ -339,7 +339,6 @@ def test_sighup_with_a_changed_sink_keeps_every_spooled_point(running) -> None:
     wait_for(lambda: agent.sinks and agent.sinks[0].spool.depth() >= 20)
     counter = agent.sources[0]
     agent.reload_requested.set()
-    stop.set()
     wait_for(lambda: agent.sinks and agent.sinks[0].sink.label == "new")
     assert agent.sources[0] is counter  # unchanged source: same instance, same device session
     SINK_DOWN.clear()
