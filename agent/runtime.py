@@ -464,13 +464,19 @@ class Agent:
         if new.agent.state_dir != self.state_dir:
             log.warning("state_dir changed: that takes a restart; the old one stays in use")
             new.agent.state_dir = self.state_dir
+        try:  # the plugins may refuse what their option parsers let through
+            self._check_new_sections(new)
+        except KansokuError as exc:
+            log.error("reload refused, the running configuration stays: %s", exc)
+            sdnotify.ready("reload refused; running the previous configuration")
+            return
         old_agent = self.config.agent
         self.config = new
         if new.agent.log_level != old_agent.log_level:
             logging.getLogger().setLevel(new.agent.log_level.upper())
+        sourcelock.release(self._locks)  # before taking them again: flock is per open file
         self._reload_sinks(new)
         self._reload_sources(new)
-        sourcelock.release(self._locks)
         self._locks = sourcelock.hold(self.state_dir, [r.name for r in self.sources])
         self._describe_sources()
         if new.agent.self_metrics != old_agent.self_metrics or (
@@ -481,6 +487,13 @@ class Agent:
             self._schedule_housekeeping()
         log.info("configuration reloaded: %d sources, %d sinks", len(self.sources), len(self.sinks))
         sdnotify.ready(f"collecting from {len(self.sources)} sources")
+
+    def _check_new_sections(self, new: Config) -> None:
+        running = {("source", r.name): r.section for r in self.sources}
+        running |= {("sink", name): section for name, section in self._sink_sections.items()}
+        for section in [*new.sources, *new.sinks]:
+            if running.get((section.kind, section.id)) != section:
+                build_plugin(new, self.registry, section).close()
 
     def _reload_sources(self, new: Config) -> None:
         wanted = {s.id: s for s in new.sources}

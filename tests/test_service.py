@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from kansoku import Metric, Option, SinkSpec, SourceSpec, hookimpl, sdnotify, status
+from kansoku import Metric, Option, SinkSpec, SourceSpec, hookimpl, sdnotify, sourcelock, status
 from kansoku.config import load
 from kansoku.errors import RetryLater, SourceError
 from kansoku.plugins import Registry
@@ -210,6 +211,8 @@ class Counter:
 class FlakySink:
     def __init__(self, options, context) -> None:
         self.label = options["label"]
+        if self.label == "refused":
+            raise ValueError("label 'refused' is refused by the plugin")
 
     def write(self, batch) -> None:
         if SINK_DOWN.is_set():
@@ -341,12 +344,41 @@ def test_sighup_with_a_changed_sink_keeps_every_spooled_point(running) -> None:
     agent.reload_requested.set()
     wait_for(lambda: agent.sinks and agent.sinks[0].sink.label == "new")
     assert agent.sources[0] is counter  # unchanged source: same instance, same device session
+    with pytest.raises(sourcelock.SourceBusy), sourcelock.claim(agent.state_dir, "counter"):
+        pass  # and the agent still holds its lock after the reload
     SINK_DOWN.clear()
     wait_for(lambda: len(DELIVERED) >= counter.source.n - 2)
     stop.set()
     wait_for(lambda: agent.closed)
     numbers = [m.fields["n"] for m in DELIVERED]
     assert numbers == list(range(1, counter.source.n + 1))  # all of them, once, in order
+
+
+def test_reload_refused_by_a_plugin_keeps_the_running_config(running, caplog) -> None:
+    start, _ = running
+    config = """
+        [agent]
+        self_metrics = false
+        [source.counter]
+        interval = 0.1s
+        [sink.flaky]
+        label = {label}
+        flush_interval = 0.1s
+    """
+    agent = start(config.format(label="old"), reload_text=config.format(label="refused"))
+    wait_for(lambda: len(DELIVERED) >= 2)
+    sink = agent.sinks[0]
+    with caplog.at_level(logging.ERROR, logger="kansoku.agent"):
+        agent.reload_requested.set()
+        wait_for(lambda: "reload refused" in caplog.text)
+    assert "[sink.flaky] label 'refused' is refused by the plugin" in caplog.text
+    assert agent.sinks == [sink]  # nothing was torn down
+    seen = len(DELIVERED)
+    wait_for(lambda: len(DELIVERED) > seen)  # and it still delivers
+    held = sourcelock.lock_path(agent.state_dir, "counter")
+    with pytest.raises(sourcelock.SourceBusy), sourcelock.claim(agent.state_dir, "counter"):
+        pass
+    assert held.exists()
 
 
 def test_sighup_reaches_the_running_cli(write_config) -> None:
