@@ -221,6 +221,24 @@ def run_phase(name: str, argv: list[str], seconds: float, warmup: float) -> Usag
     return usage
 
 
+LIBRARIES = (
+    "kansoku.runtime, apscheduler.schedulers.background, bleak, influxdb, redis, "
+    "pymemcache.client.base, serial"
+)
+
+
+def import_rss_mb(modules: str) -> float:
+    """Peak RSS of a bare interpreter that only imports ``modules`` (what the libraries cost)."""
+    # VmHWM, not ru_maxrss: the latter keeps the forking parent's size across exec
+    code = (
+        f"import {modules}; print(next(line.split()[1] for line in open('/proc/self/status') "
+        "if line.startswith('VmHWM:')))"
+    )
+    env = {**os.environ, **UNIT_ENVIRONMENT}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    return int(out.stdout) / 1024
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each phase")
@@ -263,6 +281,12 @@ def main() -> int:
     for label, usage in results.items():
         print(f"{label:<15} {usage.rss_mb:>8.1f} {usage.cpu_per_min:>10.2f} {usage.threads:>8}")
     agent_rss = max(results["agent idle"].rss_mb, results["agent load"].rss_mb)
+    bare, libraries = import_rss_mb("sys"), import_rss_mb(LIBRARIES)
+    print(
+        f"of which imports: {libraries:.1f} MB (interpreter {bare:.1f} MB + libraries the "
+        f"built-ins use {libraries - bare:.1f} MB); the agent's own data: "
+        f"{results['agent idle'].rss_mb - libraries:.1f} MB"
+    )
     collectd_idle_cpu = max(results["collectd idle"].cpu_per_min, 0.01)
     print(
         f"agent / collectd RSS: {agent_rss / results['collectd load'].rss_mb:.1f}x, idle CPU: "
