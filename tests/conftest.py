@@ -51,6 +51,14 @@ def run_agent(
     )
 
 
+def start_agent(
+    config: Path, *args: str, env: dict[str, str] | None = None, **popen: object
+) -> subprocess.Popen[str]:
+    """``agent -c CONFIG run`` (or the given arguments) as a background process, text mode."""
+    argv = [sys.executable, "-m", "kansoku.cli", "-c", str(config), *(args or ("run",))]
+    return subprocess.Popen(argv, text=True, env={**os.environ, **(env or {})}, **popen)
+
+
 @pytest.fixture
 def agent_cli():
     """``agent_cli(*args)`` runs the agent CLI and returns the CompletedProcess."""

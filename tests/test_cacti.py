@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import start_agent
 from tests.test_lastvalues import fixture_config, run_pipeline
 
 CACTI_LINE = re.compile(
@@ -178,12 +179,7 @@ def test_collect_is_refused_while_an_agent_runs_the_source(agent_cli, write_conf
         [sink.cacti]
         flush_interval = 1s
     """)
-    agent = subprocess.Popen(
-        [sys.executable, "-m", "kansoku.cli", "-c", str(config), "run"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    agent = start_agent(config, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         cache = config.parent / "state" / "lastvalues" / "system.json"
         deadline = time.monotonic() + 20

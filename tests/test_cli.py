@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from kansoku import __version__
+from tests.conftest import start_agent
 
 
 def test_version(agent_cli) -> None:
@@ -65,13 +64,7 @@ def test_run_stops_cleanly_and_flushes(write_config, signum: int) -> None:
         [sink.stdout]
         flush_interval = 1h
     """)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kansoku.cli", "-c", str(config), "run"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "KANSOKU_NO_ENTRYPOINTS": "1"},
-    )
+    proc = start_agent(config, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 20
     spool = config.parent / "state" / "spool" / "stdout.sqlite"
     while not spool.exists() and time.monotonic() < deadline:

@@ -22,6 +22,7 @@ from kansoku.spool import Spool
 from kansoku.types import PluginContext
 from kansoku_plugins.influxdb import OPTIONS, make_sink
 from kansoku_plugins.influxdb.sink import PointsRefused
+from tests.conftest import start_agent
 from tests.daemons import free_port
 
 pytest_plugins = ["tests.servers_cache", "tests.servers_tsdb"]
@@ -199,12 +200,8 @@ def test_agent_killed_with_sigkill_loses_nothing(influxd, write_config, tmp_path
     spool_file = tmp_path / "state" / "spool" / "influxdb.sqlite"
 
     def run_agent() -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "kansoku.cli", "-c", str(config), "run"],
-            stdout=subprocess.DEVNULL,
-            stderr=open(tmp_path / "agent.log", "a"),  # noqa: SIM115
-            text=True,
-        )
+        log = open(tmp_path / "agent.log", "a")  # noqa: SIM115  (kept by the child)
+        return start_agent(config, stdout=subprocess.DEVNULL, stderr=log)
 
     def spooled() -> list[Metric]:
         if not spool_file.exists():

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -16,6 +14,7 @@ import pytest
 
 from kansoku.spool import Spool
 from kansoku_plugins.redis_relay.mapping import entry_time_ns
+from tests.conftest import start_agent
 
 pytest_plugins = ["tests.servers_cache"]
 pytestmark = pytest.mark.server
@@ -177,12 +176,7 @@ def _wait(condition, what: str, timeout: float = 30.0) -> None:
 
 def _start_agent(config: Path, out: Path) -> subprocess.Popen:
     with open(out, "w") as stdout, open(out.with_suffix(".log"), "w") as stderr:
-        return subprocess.Popen(
-            [sys.executable, "-m", "kansoku.cli", "-c", str(config), "run"],
-            stdout=stdout,
-            stderr=stderr,
-            env=os.environ.copy(),
-        )
+        return start_agent(config, stdout=stdout, stderr=stderr)
 
 
 def _spool_depth(state: Path) -> int:

@@ -24,6 +24,7 @@ from kansoku.config import load
 from kansoku.errors import RetryLater, SourceError
 from kansoku.plugins import Registry
 from kansoku.runtime import Agent
+from tests.conftest import start_agent
 from tests.daemons import free_port, missing
 
 ROOT = Path(__file__).parent.parent
@@ -76,14 +77,8 @@ def test_agent_run_speaks_notify_protocol(notify_socket, write_config) -> None:
         interval = 1h
         [sink.stdout]
     """)
-    env = {**os.environ, "WATCHDOG_USEC": "400000", "KANSOKU_NO_ENTRYPOINTS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kansoku.cli", "-c", str(config), "run"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    env = {"WATCHDOG_USEC": "400000"}
+    proc = start_agent(config, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         env_pid_note = "WATCHDOG_PID is unset: the agent accepts the watchdog request"
         messages = [notify_socket.recv(4096).decode() for _ in range(3)]
@@ -389,13 +384,7 @@ def test_sighup_reaches_the_running_cli(write_config) -> None:
         interval = 1h
         [sink.stdout]
     """)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kansoku.cli", "-c", str(config), "run"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "KANSOKU_NO_ENTRYPOINTS": "1"},
-    )
+    proc = start_agent(config, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_for(lambda: (config.parent / "state" / "status.json").exists())
         text = config.read_text().replace("interval = 1h", "interval = 1h\n[source.system.b]")
